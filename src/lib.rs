@@ -1,0 +1,9 @@
+//! Eddy: a Kafka Streams-style stateful stream processor for clickstream analytics.
+//!
+//! A topology file (YAML) names sources, operators and sinks; `eddy run` instances sharing an
+//! application id split the input partitions through Kafka's consumer-group protocol. See
+//! `DESIGN.md` in the shared folder for the architecture; each module's docs say what it owns.
+
+pub mod check;
+pub mod kafka;
+pub mod spec;
