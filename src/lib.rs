@@ -5,5 +5,7 @@
 //! `DESIGN.md` in the shared folder for the architecture; each module's docs say what it owns.
 
 pub mod check;
+pub mod format;
 pub mod kafka;
 pub mod spec;
+pub mod value;
