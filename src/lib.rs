@@ -6,6 +6,8 @@
 
 pub mod check;
 pub mod format;
+pub mod hint;
 pub mod kafka;
 pub mod spec;
+pub mod types;
 pub mod value;

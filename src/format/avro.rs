@@ -121,6 +121,11 @@ impl AvroSchema {
         &self.json
     }
 
+    /// The named type `name` defined inside this schema, for following a [`Schema::Ref`].
+    pub fn named(&self, name: &Name) -> Option<&Schema> {
+        self.names.get(name)
+    }
+
     /// The `apache-avro` schema, for inspecting fields and types.
     pub fn schema(&self) -> &Schema {
         &self.schema
