@@ -23,19 +23,30 @@ pub fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>)
         .unwrap_or_default()
 }
 
-/// The Levenshtein distance between `a` and `b`, in characters.
+/// The edit distance between `a` and `b` in characters, counting a swap of two neighbours
+/// as one edit (optimal string alignment): `tpoic` is one edit from `topic`.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitute.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
+    let mut rows = vec![vec![0; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
     }
-    previous[b.len()]
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best =
+                (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -48,6 +59,7 @@ mod tests {
         assert_eq!(did_you_mean("enrichd", names), Some("enriched"));
         assert_eq!(did_you_mean("sesions", names), Some("sessions"));
         assert_eq!(did_you_mean("totally", names), None);
+        assert_eq!(did_you_mean("tpoic", ["topic", "type"]), Some("topic"));
         assert_eq!(suggestion("humnas", names), " (did you mean 'humans'?)");
         assert_eq!(suggestion("x", names), "");
     }

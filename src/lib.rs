@@ -5,9 +5,15 @@
 //! `DESIGN.md` in the shared folder for the architecture; each module's docs say what it owns.
 
 pub mod check;
+pub mod expr;
 pub mod format;
 pub mod hint;
 pub mod kafka;
+pub mod operator;
+pub mod plan;
 pub mod spec;
+pub mod state;
+pub mod task;
+pub mod testkit;
 pub mod types;
 pub mod value;

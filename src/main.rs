@@ -1,6 +1,8 @@
 //! The `eddy` command line.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -8,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use eddy::check::check_topics;
 use eddy::kafka::{KafkaSettings, TopicSpec};
 use eddy::spec::TopologySpec;
+use eddy::{plan, testkit};
 
 #[derive(Parser)]
 #[command(name = "eddy", version, about = "A stateful stream processor for clickstream analytics.")]
@@ -47,6 +50,28 @@ impl KafkaArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check topology files without running them: every problem, with its YAML path and a
+    /// hint. Exit 0 when all are valid.
+    Validate {
+        /// Topology files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the compiled plan: sub-topologies, operators, key changes, stores and the
+    /// internal topics it needs.
+    Describe {
+        /// The topology file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
+        format: DescribeFormat,
+    },
+    /// Run the `tests:` embedded in a topology file, without a broker. Exit 0 when all pass.
+    Test {
+        /// Topology files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Create the topics a topology reads and writes (when missing) and round-trip records
     /// through every partition of each, proving the cluster is usable.
     Check {
@@ -64,20 +89,94 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// How `eddy describe` prints a plan.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DescribeFormat {
+    /// Indented text.
+    Text,
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// A Graphviz digraph.
+    Dot,
+}
+
+fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
+        Command::Validate { files } => {
+            let mut valid = true;
+            for file in files {
+                match plan::load(file) {
+                    Ok(plan) => println!(
+                        "{}: valid ({} sources, {} tables, {} operators, {} sinks, {} tests)",
+                        file.display(),
+                        plan.sources.len(),
+                        plan.tables.len(),
+                        plan.nodes.len(),
+                        plan.sinks.len(),
+                        plan.tests().len()
+                    ),
+                    Err(invalid) => {
+                        valid = false;
+                        print!("{invalid}");
+                    }
+                }
+            }
+            return Ok(if valid { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Describe { file, format } => {
+            let plan = plan::load(file)?;
+            let text = match format {
+                DescribeFormat::Text => plan::describe_text(&plan),
+                DescribeFormat::Mermaid => plan::describe_mermaid(&plan),
+                DescribeFormat::Dot => plan::describe_dot(&plan),
+            };
+            print!("{text}");
+        }
+        Command::Test { files } => {
+            let (mut passed, mut failed) = (0, 0);
+            for file in files {
+                let plan = Arc::new(plan::load(file)?);
+                for outcome in testkit::run_tests(&plan) {
+                    if outcome.failures.is_empty() {
+                        passed += 1;
+                        println!("ok     {}: {}", file.display(), outcome.name);
+                    } else {
+                        failed += 1;
+                        println!("FAILED {}: {} ({})", file.display(), outcome.name, outcome.path);
+                        for failure in &outcome.failures {
+                            println!("         {failure}");
+                        }
+                    }
+                }
+            }
+            println!("{passed} passed, {failed} failed");
+            return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
         Command::Check { file, partitions, replication, records } => {
-            let topology = TopologySpec::load(file)?;
-            let topics: Vec<TopicSpec> = topology
+            let topology = TopologySpec::read(file)?;
+            let topics = topology
                 .external_topics()
                 .into_iter()
-                .map(|(name, asked)| TopicSpec {
-                    replication: *replication,
-                    ..TopicSpec::new(name, asked.unwrap_or(*partitions))
+                .map(|(name, asked)| {
+                    let partitions = match asked {
+                        Some(asked) => i32::try_from(asked)?,
+                        None => *partitions,
+                    };
+                    Ok(TopicSpec { replication: *replication, ..TopicSpec::new(name, partitions) })
                 })
-                .collect();
+                .collect::<anyhow::Result<Vec<TopicSpec>>>()?;
             let run_id = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis().to_string();
             let settings = cli.kafka.settings()?;
             let checks =
@@ -98,7 +197,7 @@ fn main() -> anyhow::Result<()> {
             println!("{} topics ready on {}.", checks.len(), settings.bootstrap_servers);
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`), `EDDY_LOG_FORMAT=json` emits JSON lines.

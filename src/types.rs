@@ -118,17 +118,27 @@ impl Type {
             (Type::List(slot), Type::List(item)) => slot.accepts_at(item, &format!("{path}[]")),
             (Type::Map(slot), Type::Map(value)) => slot.accepts_at(value, &child("*")),
             (Type::Record(slots), Type::Record(fields)) => {
+                let mut unset = Vec::new();
                 for (name, slot) in slots {
                     match fields.get(name) {
                         Some(field) => slot.accepts_at(field, &child(name))?,
                         None if slot.is_nullable() => {}
-                        None => return Err(at(format!("field '{name}' ({slot}) is never set"))),
+                        None => unset.push(format!("{name} ({slot})")),
                     }
                 }
-                if let Some(extra) = fields.keys().find(|name| !slots.contains_key(*name)) {
-                    return Err(format!("{}: not a field of the schema", child(extra)));
+                let extra: Vec<&str> = fields
+                    .keys()
+                    .filter(|name| !slots.contains_key(*name))
+                    .map(String::as_str)
+                    .collect();
+                let mut reasons = Vec::new();
+                if !unset.is_empty() {
+                    reasons.push(format!("never sets {}", unset.join(", ")));
                 }
-                Ok(())
+                if !extra.is_empty() {
+                    reasons.push(format!("has no field for {}", extra.join(", ")));
+                }
+                if reasons.is_empty() { Ok(()) } else { Err(at(reasons.join("; "))) }
             }
             (slot, other) if slot == other => Ok(()),
             (slot, other) => Err(at(format!("expected {slot}, got {other}"))),
@@ -256,7 +266,7 @@ mod tests {
         );
         assert_eq!(
             slot.accepts(&Type::record([("b", Type::String)])),
-            Err("field 'a' (int) is never set".to_owned())
+            Err("never sets a (int)".to_owned())
         );
         assert_eq!(
             slot.accepts(&Type::record([("a", Type::Int.nullable())])),
@@ -264,7 +274,7 @@ mod tests {
         );
         assert_eq!(
             slot.accepts(&Type::record([("a", Type::Int), ("c", Type::Bool)])),
-            Err("c: not a field of the schema".to_owned())
+            Err("has no field for c".to_owned())
         );
         assert_eq!(Type::Float.accepts(&Type::Int), Ok(()));
         assert_eq!(slot.accepts(&Type::Any), Ok(()));

@@ -1,0 +1,846 @@
+//! What a topology file says, read faithfully and checked only for shape.
+//!
+//! [`TopologySpec::read`] turns a YAML file into typed specs (sources, tables, operators,
+//! sinks, settings and embedded tests) and reports every problem of shape at once — an unknown
+//! field with the field that was probably meant, a duration that does not parse, a missing
+//! setting — each with its YAML path. Whether the parts fit together (inputs exist, fields are
+//! in the schemas, expressions type-check) is the topology compiler's job (`plan`).
+
+mod reader;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value as Yaml;
+
+use reader::{Node, Obj, Problems};
+pub use reader::{parse_duration, parse_timestamp};
+
+use crate::value::Value;
+
+/// One thing wrong with a topology file: where (a YAML path), what, and how to fix it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// The YAML path, e.g. `operators.sessions.gap`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it, when there is something useful to say.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n    hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A topology file that is not valid: the file and every problem found in it.
+#[derive(Debug, thiserror::Error)]
+pub struct Invalid {
+    /// The file.
+    pub file: PathBuf,
+    /// Every problem, in file order as far as it is known.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        let noun = if count == 1 { "problem" } else { "problems" };
+        writeln!(f, "{}: {count} {noun}", self.file.display())?;
+        for problem in &self.problems {
+            writeln!(f, "  {}: {problem}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// A topology file, as written.
+#[derive(Clone, Debug)]
+pub struct TopologySpec {
+    /// The file it was read from; schemas are found in `avro/` beside its directory.
+    pub file: PathBuf,
+    /// The consumer group, and the prefix of every internal topic.
+    pub application_id: String,
+    /// How the topology runs.
+    pub settings: Settings,
+    /// Input streams.
+    pub sources: Vec<SourceSpec>,
+    /// Input tables (a topic of keyed rows, kept in a store and joined against).
+    pub tables: Vec<TableSpec>,
+    /// Processing steps.
+    pub operators: Vec<OperatorSpec>,
+    /// Output topics.
+    pub sinks: Vec<SinkSpec>,
+    /// Embedded test cases, run by `eddy test`.
+    pub tests: Vec<TestCase>,
+    /// Names of entries left out because their shape was wrong (their problems are reported
+    /// already), so the compiler does not also call them unknown.
+    pub unreadable: Vec<String>,
+}
+
+/// How a topology runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Exactly-once or at-least-once outputs.
+    pub processing_guarantee: Guarantee,
+    /// How often a task commits, in milliseconds.
+    pub commit_interval_ms: i64,
+    /// Memory shared by every store of an instance (block cache and write buffers), in bytes.
+    pub memory_budget_bytes: u64,
+    /// Where records that cannot be processed go, with the reason in headers.
+    pub dead_letter_topic: String,
+}
+
+/// The processing guarantee for outputs (state is exactly-once either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarantee {
+    /// Outputs, changelogs and offsets commit in one Kafka transaction.
+    ExactlyOnce,
+    /// Outputs may repeat after a crash, as identical replays with the same idempotency key.
+    AtLeastOnce,
+}
+
+/// How a topic's record values are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Avro in the Confluent wire format (magic byte, schema id, datum).
+    Avro,
+    /// JSON text.
+    Json,
+    /// Debezium change events (JSON envelope with `before`, `after`, `op`).
+    Debezium,
+}
+
+/// How a topic's record keys are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// UTF-8 text.
+    String,
+    /// JSON text.
+    Json,
+}
+
+/// What to do with a record that cannot be decoded or processed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Send it to the dead-letter topic with the reason, count it, and go on.
+    Continue,
+    /// Stop without committing past it.
+    Fail,
+}
+
+/// An input stream.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    /// The name operators use as `input`.
+    pub name: String,
+    /// The topic.
+    pub topic: String,
+    /// Partitions to create the topic with, when Eddy creates it (demo, tests).
+    pub partitions: Option<i64>,
+    /// The value format.
+    pub format: Format,
+    /// The reader schema (a file in `avro/`), for Avro.
+    pub schema: Option<String>,
+    /// A value field to key records by; without it, the record key is the key.
+    pub key: Option<String>,
+    /// The key format.
+    pub key_format: KeyFormat,
+    /// The value field holding event time (milliseconds); without it, the record timestamp.
+    pub timestamp: Option<String>,
+    /// What to do with a bad record.
+    pub on_error: OnError,
+}
+
+/// How a table is spread over instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableMode {
+    /// Every instance holds the whole table.
+    Global,
+    /// Each task holds the partition of the table that matches its input partition.
+    Copartitioned,
+}
+
+/// An input table: a topic of keyed rows, the latest row per key kept in a store.
+#[derive(Clone, Debug)]
+pub struct TableSpec {
+    /// The name joins use as `table`.
+    pub name: String,
+    /// The topic.
+    pub topic: String,
+    /// Partitions to create the topic with, when Eddy creates it.
+    pub partitions: Option<i64>,
+    /// The value format.
+    pub format: Format,
+    /// The row schema (a file in `avro/`), for Avro; for Debezium, of the `after` row.
+    pub schema: Option<String>,
+    /// A row field to key rows by; without it, the record key is the key.
+    pub key: Option<String>,
+    /// The key format.
+    pub key_format: KeyFormat,
+    /// Global or co-partitioned.
+    pub mode: TableMode,
+}
+
+/// A processing step.
+#[derive(Clone, Debug)]
+pub struct OperatorSpec {
+    /// Its name, used as `input` by later steps and sinks, and to name its stores.
+    pub name: String,
+    /// The source, table-free operator or earlier step it reads.
+    pub input: String,
+    /// What it does.
+    pub kind: OperatorKind,
+}
+
+/// What an operator does, with its settings; one variant per `type:` in YAML.
+#[derive(Clone, Debug)]
+pub enum OperatorKind {
+    /// `type: filter`: keeps the records for which `where` is true.
+    Filter {
+        /// A boolean expression over the record's fields.
+        where_: String,
+    },
+    /// `type: map`: projects and computes fields.
+    Map {
+        /// When given, the output has exactly these fields (name → expression).
+        select: Vec<(String, String)>,
+        /// Fields added or replaced (name → expression), keeping the others.
+        set: Vec<(String, String)>,
+        /// Fields removed.
+        drop: Vec<String>,
+    },
+    /// `type: rekey`: changes the key, which implies a repartition.
+    Rekey {
+        /// An expression giving the new key.
+        key: String,
+        /// Partitions of the repartition topic (default: those of the input).
+        partitions: Option<i64>,
+    },
+    /// `type: join`: enriches each record with the table row its `on` expression names.
+    Join {
+        /// The table.
+        table: String,
+        /// An expression giving the table key to look up.
+        on: String,
+        /// Inner (drop records without a row) or left (keep them, with null table fields).
+        mode: JoinMode,
+        /// Table fields copied onto the record (output name → table field); when empty, the
+        /// whole row is added as one field named by `as_`.
+        fields: Vec<(String, String)>,
+        /// The field the whole row goes to when `fields` is empty (default: the table name).
+        as_: Option<String>,
+    },
+}
+
+impl OperatorKind {
+    /// The `type:` word of this kind, as written in YAML.
+    pub fn word(&self) -> &'static str {
+        match self {
+            OperatorKind::Filter { .. } => "filter",
+            OperatorKind::Map { .. } => "map",
+            OperatorKind::Rekey { .. } => "rekey",
+            OperatorKind::Join { .. } => "join",
+        }
+    }
+}
+
+/// Every operator `type:` word.
+pub const OPERATOR_TYPES: [&str; 4] = ["filter", "map", "rekey", "join"];
+
+/// Join modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinMode {
+    /// Drop records whose key has no row.
+    Inner,
+    /// Keep records whose key has no row, with null table fields.
+    Left,
+}
+
+/// An output topic.
+#[derive(Clone, Debug)]
+pub struct SinkSpec {
+    /// Its name.
+    pub name: String,
+    /// The operator or source it writes.
+    pub input: String,
+    /// The topic.
+    pub topic: String,
+    /// Partitions to create the topic with, when Eddy creates it.
+    pub partitions: Option<i64>,
+    /// The value format (Avro or JSON).
+    pub format: Format,
+    /// The writer schema (a file in `avro/`), for Avro.
+    pub schema: Option<String>,
+    /// The key format.
+    pub key_format: KeyFormat,
+    /// Only records for which this expression is true are written.
+    pub where_: Option<String>,
+}
+
+/// One embedded test: records in, expected records out.
+#[derive(Clone, Debug)]
+pub struct TestCase {
+    /// What it shows.
+    pub name: String,
+    /// Where it is, e.g. `tests[2]`.
+    pub path: String,
+    /// Table rows loaded before any input (table name, rows).
+    pub tables: Vec<(String, Vec<TestRecord>)>,
+    /// Input records (source name, records), processed in timestamp order.
+    pub input: Vec<(String, Vec<TestRecord>)>,
+    /// Stream time to advance to after the input, closing windows.
+    pub advance_stream_time: Option<i64>,
+    /// Expected output per sink (sink name, records in order); sinks not named are not checked.
+    pub expect: Vec<(String, Vec<TestRecord>)>,
+}
+
+/// A record in a test: key, timestamp and value as YAML gives them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestRecord {
+    /// Where it is, for messages.
+    pub path: String,
+    /// The key (null when not given).
+    pub key: Value,
+    /// The timestamp in milliseconds, when given.
+    pub timestamp: Option<i64>,
+    /// The value: for input, the record; for expectations, the fields that must match.
+    pub value: Value,
+}
+
+/// Defaults of [`Settings`].
+const DEFAULT_COMMIT_INTERVAL_MS: i64 = 100;
+const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 256 << 20;
+
+impl TopologySpec {
+    /// Reads a topology file, reporting every problem of shape found in it.
+    pub fn read(file: &Path) -> Result<TopologySpec, Invalid> {
+        let invalid = |problem: Problem| Invalid { file: file.to_owned(), problems: vec![problem] };
+        let text = std::fs::read_to_string(file).map_err(|error| {
+            invalid(Problem {
+                path: "(file)".into(),
+                message: format!("cannot read: {error}"),
+                hint: None,
+            })
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Parses topology YAML `text` as if read from `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<TopologySpec, Invalid> {
+        let (spec, problems) = Self::parse_partial(file, text)?;
+        if problems.is_empty() {
+            Ok(spec)
+        } else {
+            Err(Invalid { file: file.to_owned(), problems })
+        }
+    }
+
+    /// Parses as much of topology YAML `text` as has the right shape, with the problems of
+    /// the rest, so that the compiler can go on and report its own problems too. Fails only
+    /// when the text is not YAML or not a mapping.
+    pub fn parse_partial(file: &Path, text: &str) -> Result<(TopologySpec, Vec<Problem>), Invalid> {
+        let invalid = |problems| Invalid { file: file.to_owned(), problems };
+        let yaml: Yaml = serde_yaml_ng::from_str(text).map_err(|error| {
+            invalid(vec![Problem {
+                path: "(yaml)".into(),
+                message: error.to_string(),
+                hint: Some(
+                    "the file must be valid YAML before anything else can be checked".into(),
+                ),
+            }])
+        })?;
+        let problems = Problems::default();
+        let root = Node { path: "", value: &yaml, problems: &problems };
+        let spec = root.object().map(|top| read_topology(file, &top));
+        let problems = problems.into_vec();
+        match spec {
+            Some(spec) => Ok((spec, problems)),
+            None => Err(invalid(problems)),
+        }
+    }
+
+    /// Reads a topology file as far as it has the right shape; see [`Self::parse_partial`].
+    pub fn read_partial(file: &Path) -> Result<(TopologySpec, Vec<Problem>), Invalid> {
+        let text = std::fs::read_to_string(file).map_err(|error| Invalid {
+            file: file.to_owned(),
+            problems: vec![Problem {
+                path: "(file)".into(),
+                message: format!("cannot read: {error}"),
+                hint: None,
+            }],
+        })?;
+        Self::parse_partial(file, &text)
+    }
+
+    /// Every topic the topology reads or writes, with the partitions it asks for, by name.
+    pub fn external_topics(&self) -> BTreeMap<&str, Option<i64>> {
+        let sources = self.sources.iter().map(|s| (s.topic.as_str(), s.partitions));
+        let tables = self.tables.iter().map(|t| (t.topic.as_str(), t.partitions));
+        let sinks = self.sinks.iter().map(|s| (s.topic.as_str(), s.partitions));
+        let mut topics = BTreeMap::new();
+        for (topic, partitions) in sources.chain(tables).chain(sinks) {
+            let entry = topics.entry(topic).or_insert(partitions);
+            *entry = (*entry).max(partitions);
+        }
+        topics
+    }
+
+    /// The directory holding this topology's Avro schemas: the first `avro/` directory in the
+    /// topology's directory or above it (`topologies/x.yaml` → `avro/`).
+    pub fn schema_dir(&self) -> PathBuf {
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+        dir.ancestors()
+            .map(|ancestor| ancestor.join("avro"))
+            .find(|candidate| candidate.is_dir())
+            .unwrap_or_else(|| dir.join("avro"))
+    }
+}
+
+const FORMATS: [(&str, Format); 3] =
+    [("avro", Format::Avro), ("json", Format::Json), ("debezium", Format::Debezium)];
+const KEY_FORMATS: [(&str, KeyFormat); 2] =
+    [("string", KeyFormat::String), ("json", KeyFormat::Json)];
+
+fn read_topology(file: &Path, top: &Obj<'_>) -> TopologySpec {
+    let application_id = top.required_string("application_id").unwrap_or_default();
+    if !application_id.is_empty() && !is_topic_safe(&application_id) {
+        top.problems.report(
+            "application_id",
+            format!("'{application_id}' cannot prefix topic names"),
+            Some("use letters, digits, '.', '_' and '-' only".into()),
+        );
+    }
+    let settings = top
+        .with("settings", |node| {
+            node.object().map(|obj| {
+                let settings = read_settings(&obj, &application_id);
+                obj.finish();
+                settings
+            })
+        })
+        .flatten()
+        .unwrap_or_else(|| default_settings(&application_id));
+    let mut unreadable = Vec::new();
+    let sources = named(top, "sources", read_source, &mut unreadable);
+    let tables = named(top, "tables", read_table, &mut unreadable);
+    let operators = named(top, "operators", read_operator, &mut unreadable);
+    let sinks = named(top, "sinks", read_sink, &mut unreadable);
+    let tests = top
+        .with("tests", |node| {
+            node.list()
+                .into_iter()
+                .filter_map(|(path, item)| {
+                    Node { path: &path, value: item, problems: top.problems }.object().map(|obj| {
+                        let case = read_test(&obj);
+                        obj.finish();
+                        case
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    top.with("description", |node| node.string());
+    top.finish();
+    TopologySpec {
+        file: file.to_owned(),
+        application_id,
+        settings,
+        sources,
+        tables,
+        operators,
+        sinks,
+        tests,
+        unreadable,
+    }
+}
+
+/// Reads the named entries of section `key` with `read`; names of entries that do not read
+/// go to `unreadable`.
+fn named<T>(
+    top: &Obj<'_>,
+    key: &'static str,
+    read: fn(String, &Obj<'_>) -> Option<T>,
+    unreadable: &mut Vec<String>,
+) -> Vec<T> {
+    top.entries(key)
+        .into_iter()
+        .filter_map(|(name, path, value)| {
+            let node = Node { path: &path, value: &value, problems: top.problems };
+            let spec = node.object().and_then(|obj| {
+                let spec = read(name.clone(), &obj);
+                obj.finish();
+                spec
+            });
+            if spec.is_none() {
+                unreadable.push(name);
+            }
+            spec
+        })
+        .collect()
+}
+
+fn is_topic_safe(name: &str) -> bool {
+    name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn default_settings(application_id: &str) -> Settings {
+    Settings {
+        processing_guarantee: Guarantee::ExactlyOnce,
+        commit_interval_ms: DEFAULT_COMMIT_INTERVAL_MS,
+        memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
+        dead_letter_topic: format!("{application_id}-dead-letters"),
+    }
+}
+
+fn read_settings(obj: &Obj<'_>, application_id: &str) -> Settings {
+    let defaults = default_settings(application_id);
+    let settings = Settings {
+        processing_guarantee: obj
+            .choice(
+                "processing_guarantee",
+                &[
+                    ("exactly_once", Guarantee::ExactlyOnce),
+                    ("at_least_once", Guarantee::AtLeastOnce),
+                ],
+            )
+            .unwrap_or(defaults.processing_guarantee),
+        commit_interval_ms: obj.duration("commit_interval").unwrap_or(defaults.commit_interval_ms),
+        memory_budget_bytes: obj
+            .with("memory_budget", |node| {
+                let text = node.string()?;
+                parse_bytes(&text)
+                    .map_err(|why| {
+                        node.report(
+                            format!("'{text}' is not a size: {why}"),
+                            Some("write a number and a unit: 512MiB, 2GiB".into()),
+                        )
+                    })
+                    .ok()
+            })
+            .flatten()
+            .unwrap_or(defaults.memory_budget_bytes),
+        dead_letter_topic: obj.string("dead_letter_topic").unwrap_or(defaults.dead_letter_topic),
+    };
+    obj.report_if(settings.commit_interval_ms == 0, "commit_interval", "must be longer than 0ms");
+    settings
+}
+
+/// Bytes in `text`: a whole number with `B`, `KiB`, `MiB` or `GiB`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let amount: u64 = digits.parse().map_err(|_| "it does not start with a number".to_owned())?;
+    let scale: u64 = match unit.trim() {
+        "B" => 1,
+        "KiB" | "KB" | "K" => 1 << 10,
+        "MiB" | "MB" | "M" => 1 << 20,
+        "GiB" | "GB" | "G" => 1 << 30,
+        "" => return Err("it has no unit".into()),
+        other => return Err(format!("unknown unit '{other}'")),
+    };
+    amount.checked_mul(scale).ok_or_else(|| "it is too large".into())
+}
+
+fn read_source(name: String, obj: &Obj<'_>) -> Option<SourceSpec> {
+    let topic = obj.required_string("topic");
+    let spec = SourceSpec {
+        name,
+        topic: topic.unwrap_or_default(),
+        partitions: obj.positive("partitions"),
+        format: obj.choice("format", &FORMATS).unwrap_or(Format::Json),
+        schema: obj.string("schema"),
+        key: obj.string("key"),
+        key_format: obj.choice("key_format", &KEY_FORMATS).unwrap_or(KeyFormat::String),
+        timestamp: obj.string("timestamp"),
+        on_error: obj
+            .choice("on_error", &[("continue", OnError::Continue), ("fail", OnError::Fail)])
+            .unwrap_or(OnError::Continue),
+    };
+    check_schema(obj, spec.format, spec.schema.as_deref());
+    Some(spec)
+}
+
+fn read_table(name: String, obj: &Obj<'_>) -> Option<TableSpec> {
+    let format = obj.choice("format", &FORMATS).unwrap_or(Format::Json);
+    // Debezium keys records by the primary key as a JSON struct.
+    let default_key_format =
+        if format == Format::Debezium { KeyFormat::Json } else { KeyFormat::String };
+    let spec = TableSpec {
+        name,
+        topic: obj.required_string("topic").unwrap_or_default(),
+        partitions: obj.positive("partitions"),
+        format,
+        schema: obj.string("schema"),
+        key: obj.string("key"),
+        key_format: obj.choice("key_format", &KEY_FORMATS).unwrap_or(default_key_format),
+        mode: obj
+            .choice(
+                "mode",
+                &[("global", TableMode::Global), ("copartitioned", TableMode::Copartitioned)],
+            )
+            .unwrap_or(TableMode::Global),
+    };
+    check_schema(obj, spec.format, spec.schema.as_deref());
+    Some(spec)
+}
+
+/// Avro needs a schema; other formats may name one (Debezium: the row schema).
+fn check_schema(obj: &Obj<'_>, format: Format, schema: Option<&str>) {
+    if format == Format::Avro && schema.is_none() {
+        obj.report(
+            "format avro needs a schema",
+            Some("add `schema: <file>.avsc` naming a file in avro/".into()),
+        );
+    }
+}
+
+fn read_operator(name: String, obj: &Obj<'_>) -> Option<OperatorSpec> {
+    let input = obj.required_string("input");
+    let Some(word) = obj.required_string("type") else {
+        obj.accept_rest();
+        return None;
+    };
+    let kind = match word.as_str() {
+        "filter" => obj.required_string("where").map(|where_| OperatorKind::Filter { where_ }),
+        "map" => {
+            let (select, set, drop) =
+                (obj.string_map("select"), obj.string_map("set"), obj.strings("drop"));
+            if select.is_empty() && set.is_empty() && drop.is_empty() {
+                obj.report(
+                    "a map needs at least one of select, set or drop",
+                    Some("e.g. `set: { path: \"page_url.lowerAscii()\" }`".into()),
+                );
+            }
+            Some(OperatorKind::Map { select, set, drop })
+        }
+        "rekey" => {
+            let (key, partitions) = (obj.required_string("key"), obj.positive("partitions"));
+            key.map(|key| OperatorKind::Rekey { key, partitions })
+        }
+        "join" => {
+            let table = obj.required_string("table");
+            let on = obj.required_string("on");
+            let mode = obj
+                .choice("mode", &[("left", JoinMode::Left), ("inner", JoinMode::Inner)])
+                .unwrap_or(JoinMode::Left);
+            let (fields, as_) = (obj.string_map("fields"), obj.string("as"));
+            if !fields.is_empty() && as_.is_some() {
+                obj.report(
+                    "a join takes either `fields` or `as`, not both",
+                    Some("`fields` copies chosen row fields; `as` nests the whole row".into()),
+                );
+            }
+            table.zip(on).map(|(table, on)| OperatorKind::Join { table, on, mode, fields, as_ })
+        }
+        other => {
+            obj.problems.report(
+                &reader::join(&obj.path, "type"),
+                format!(
+                    "unknown operator type '{other}'{}",
+                    crate::hint::suggestion(other, OPERATOR_TYPES)
+                ),
+                Some(format!("one of: {}", OPERATOR_TYPES.join(", "))),
+            );
+            // The other fields belong to a type we do not know: do not report them too.
+            obj.accept_rest();
+            None
+        }
+    };
+    Some(OperatorSpec { name, input: input?, kind: kind? })
+}
+
+fn read_sink(name: String, obj: &Obj<'_>) -> Option<SinkSpec> {
+    let spec = SinkSpec {
+        name,
+        input: obj.required_string("input").unwrap_or_default(),
+        topic: obj.required_string("topic").unwrap_or_default(),
+        partitions: obj.positive("partitions"),
+        format: obj.choice("format", &FORMATS[..2]).unwrap_or(Format::Json),
+        schema: obj.string("schema"),
+        key_format: obj.choice("key_format", &KEY_FORMATS).unwrap_or(KeyFormat::String),
+        where_: obj.string("where"),
+    };
+    check_schema(obj, spec.format, spec.schema.as_deref());
+    Some(spec)
+}
+
+fn read_test(obj: &Obj<'_>) -> TestCase {
+    let records = |key: &'static str, expect: bool| -> Vec<(String, Vec<TestRecord>)> {
+        obj.entries(key)
+            .into_iter()
+            .map(|(name, path, value)| {
+                let node = Node { path: &path, value: &value, problems: obj.problems };
+                let list = node
+                    .list()
+                    .into_iter()
+                    .filter_map(|(path, item)| {
+                        Node { path: &path, value: item, problems: obj.problems }
+                            .object()
+                            .and_then(|record| read_test_record(&record, expect))
+                    })
+                    .collect();
+                (name, list)
+            })
+            .collect()
+    };
+    let case = TestCase {
+        name: obj.required_string("name").unwrap_or_default(),
+        path: obj.path.clone(),
+        tables: records("tables", false),
+        input: records("input", false),
+        advance_stream_time: obj
+            .with("advance_stream_time", |node| {
+                let text = node.string()?;
+                parse_timestamp(&text).map_err(|why| node.report(why, None)).ok()
+            })
+            .flatten(),
+        expect: records("expect", true),
+    };
+    obj.report_if(
+        case.input.is_empty() && case.tables.is_empty(),
+        "input",
+        "a test needs input records",
+    );
+    case
+}
+
+fn read_test_record(obj: &Obj<'_>, expect: bool) -> Option<TestRecord> {
+    let key = obj.field("key").map(yaml_value).unwrap_or(Value::Null);
+    let timestamp = obj
+        .with("ts", |node| {
+            let text = node.string()?;
+            parse_timestamp(&text).map_err(|why| node.report(why, None)).ok()
+        })
+        .flatten();
+    let value = match obj.field("value") {
+        Some(value) => yaml_value(value),
+        // `value: null` is a delete (a table row) or a tombstone.
+        None if obj.present("value") => Value::Null,
+        None if expect => Value::Map(BTreeMap::new()),
+        None => {
+            obj.report("missing required field 'value'", None);
+            return None;
+        }
+    };
+    let record = TestRecord { path: obj.path.clone(), key, timestamp, value };
+    obj.finish();
+    Some(record)
+}
+
+/// The [`Value`] of YAML test data: integers stay integers, other numbers become floats.
+pub fn yaml_value(yaml: Yaml) -> Value {
+    match yaml {
+        Yaml::Null => Value::Null,
+        Yaml::Bool(b) => Value::Bool(b),
+        Yaml::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Yaml::String(s) => Value::String(s),
+        Yaml::Sequence(items) => Value::Array(items.into_iter().map(yaml_value).collect()),
+        Yaml::Mapping(map) => Value::Map(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Yaml::String(s) => s,
+                        other => {
+                            serde_yaml_ng::to_string(&other).unwrap_or_default().trim().to_owned()
+                        }
+                    };
+                    (key, yaml_value(v))
+                })
+                .collect(),
+        ),
+        Yaml::Tagged(tagged) => yaml_value(tagged.value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match TopologySpec::parse(Path::new("t.yaml"), yaml) {
+            Ok(_) => Vec::new(),
+            Err(invalid) => {
+                invalid.problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect()
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_spec_reads() {
+        let spec = TopologySpec::parse(
+            Path::new("t.yaml"),
+            r#"
+application_id: shop
+settings: { processing_guarantee: at_least_once, commit_interval: 50ms, memory_budget: 64MiB }
+sources:
+  clicks: { topic: clicks, partitions: 4, format: avro, schema: click_event.avsc, key: user_id, timestamp: event_time }
+tables:
+  products: { topic: products, key: id, mode: global }
+operators:
+  views: { type: filter, input: clicks, where: "event_type == 'page_view'" }
+  enriched: { type: join, input: views, table: products, on: product_id, fields: { name: name } }
+sinks:
+  out: { input: enriched, topic: out }
+tests:
+  - name: one view
+    input: { clicks: [ { key: u1, ts: "00:01", value: { page_url: /a } } ] }
+    expect: { out: [ { key: u1 } ] }
+"#,
+        )
+        .unwrap();
+        assert_eq!(spec.settings.processing_guarantee, Guarantee::AtLeastOnce);
+        assert_eq!(spec.settings.commit_interval_ms, 50);
+        assert_eq!(spec.settings.memory_budget_bytes, 64 << 20);
+        assert_eq!(spec.settings.dead_letter_topic, "shop-dead-letters");
+        assert_eq!(spec.sources[0].partitions, Some(4));
+        assert_eq!(spec.operators[1].kind.word(), "join");
+        assert_eq!(spec.tests[0].input[0].1[0].timestamp, Some(60_000));
+        assert_eq!(spec.external_topics().len(), 3);
+    }
+
+    #[test]
+    fn every_problem_of_shape_is_reported_with_its_path() {
+        let found = problems(
+            r#"
+application_id: shop
+sources:
+  clicks: { tpoic: clicks, format: avro }
+operators:
+  a: { type: filtr, input: clicks }
+  b: { type: rekey, input: a, key: k, partitions: -1 }
+  c: { type: map, input: b }
+sinks:
+  out: { input: c, topic: out, format: xml }
+settings: { commit_interval: soon }
+"#,
+        );
+        let expected = [
+            "settings.commit_interval: 'soon' is not a duration: it does not start with a number",
+            "sources.clicks: missing required field 'topic'",
+            "sources.clicks: format avro needs a schema",
+            "sources.clicks.tpoic: unknown field 'tpoic' (did you mean 'topic'?)",
+            "operators.a.type: unknown operator type 'filtr' (did you mean 'filter'?)",
+            "operators.b.partitions: expected a positive whole number, found -1",
+            "operators.c: a map needs at least one of select, set or drop",
+            "sinks.out.format: unknown value 'xml'",
+        ];
+        for message in expected {
+            assert!(found.iter().any(|f| f == message), "missing {message:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+}

@@ -1,0 +1,346 @@
+//! Bytes to records and back, as each source, table and sink of a plan declares.
+//!
+//! A source's codec decodes the record value (Avro through the registry, or JSON), takes the
+//! key from a value field or decodes the record key, and takes event time from a value field
+//! or the record timestamp. Every failure is a [`FormatError`] that blames the record, so the
+//! caller dead-letters it with [`FormatError::kind`] as the reason.
+
+use std::sync::Arc;
+
+use crate::format::{AvroDecoder, AvroEncoder, FormatError, SchemaRegistry, json};
+use crate::operator::Record;
+use crate::plan::Plan;
+use crate::spec::{Format, KeyFormat};
+use crate::value::Value;
+
+/// Decodes record values of one topic.
+enum ValueDecoder {
+    Avro(AvroDecoder),
+    Json,
+    Debezium,
+}
+
+impl ValueDecoder {
+    fn new(
+        format: Format,
+        schema: Option<&crate::format::AvroSchema>,
+        registry: &Arc<dyn SchemaRegistry>,
+    ) -> Self {
+        match format {
+            Format::Avro => ValueDecoder::Avro(AvroDecoder::new(registry.clone(), schema.cloned())),
+            Format::Json => ValueDecoder::Json,
+            Format::Debezium => ValueDecoder::Debezium,
+        }
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Value, FormatError> {
+        match self {
+            ValueDecoder::Avro(decoder) => decoder.decode(bytes),
+            ValueDecoder::Json | ValueDecoder::Debezium => json::decode(bytes),
+        }
+    }
+}
+
+/// Decodes a record key in `format`.
+fn decode_key(format: KeyFormat, bytes: Option<&[u8]>) -> Result<Value, FormatError> {
+    match (format, bytes) {
+        (_, None) => Ok(Value::Null),
+        (KeyFormat::String, Some(bytes)) => String::from_utf8(bytes.to_vec())
+            .map(Value::String)
+            .map_err(|_| FormatError::Mismatch {
+                path: "(key)".into(),
+                reason: "key is not UTF-8 text".into(),
+            }),
+        (KeyFormat::Json, Some(bytes)) => json::decode(bytes),
+    }
+}
+
+/// Encodes a record key in `format`: text as is; other values as JSON text.
+fn encode_key(format: KeyFormat, key: &Value) -> Result<Option<Vec<u8>>, FormatError> {
+    Ok(match (format, key) {
+        (_, Value::Null) => None,
+        (KeyFormat::String, Value::String(s)) => Some(s.as_bytes().to_vec()),
+        (KeyFormat::String | KeyFormat::Json, other) => Some(json::encode(other)?),
+    })
+}
+
+/// The field `field` of a decoded value, as a mismatch error when absent.
+fn required<'v>(value: &'v Value, field: &str, what: &str) -> Result<&'v Value, FormatError> {
+    match value.get(field) {
+        Some(found) if !found.is_null() => Ok(found),
+        _ => {
+            Err(FormatError::Mismatch { path: field.to_owned(), reason: format!("missing {what}") })
+        }
+    }
+}
+
+/// Decodes the records of one source.
+pub struct SourceCodec {
+    value: ValueDecoder,
+    key_field: Option<String>,
+    key_format: KeyFormat,
+    timestamp_field: Option<String>,
+}
+
+impl SourceCodec {
+    /// The codec of source `index` of `plan`, looking writer schemas up in `registry`.
+    pub fn new(plan: &Plan, index: usize, registry: &Arc<dyn SchemaRegistry>) -> Self {
+        let source = &plan.sources[index];
+        SourceCodec {
+            value: ValueDecoder::new(source.spec.format, source.schema.as_ref(), registry),
+            key_field: source.spec.key.clone(),
+            key_format: source.spec.key_format,
+            timestamp_field: source.spec.timestamp.clone(),
+        }
+    }
+
+    /// Decodes one record; `timestamp` is the Kafka record timestamp.
+    pub fn decode(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<Record, FormatError> {
+        let value = match value {
+            Some(bytes) => self.value.decode(bytes)?,
+            None => {
+                return Err(FormatError::Mismatch {
+                    path: "(value)".into(),
+                    reason: "a stream record has no value".into(),
+                });
+            }
+        };
+        let key = match &self.key_field {
+            Some(field) => required(&value, field, "key field")?.clone(),
+            None => decode_key(self.key_format, key)?,
+        };
+        let timestamp = match &self.timestamp_field {
+            Some(field) => {
+                required(&value, field, "timestamp field")?.as_i64().ok_or_else(|| {
+                    FormatError::Mismatch {
+                        path: field.clone(),
+                        reason: "timestamp field is not an integer (milliseconds)".into(),
+                    }
+                })?
+            }
+            None => timestamp,
+        };
+        Ok(Record { key, value, timestamp })
+    }
+}
+
+/// A decoded table record: the row's key, and the row or `None` for a delete.
+#[derive(Debug, PartialEq)]
+pub struct TableChange {
+    /// The row's key.
+    pub key: Value,
+    /// The new row, or `None` when the row is deleted.
+    pub row: Option<Value>,
+}
+
+/// Decodes the records of one table topic.
+pub struct TableCodec {
+    value: ValueDecoder,
+    key_field: Option<String>,
+    key_format: KeyFormat,
+}
+
+impl TableCodec {
+    /// The codec of table `index` of `plan`.
+    pub fn new(plan: &Plan, index: usize, registry: &Arc<dyn SchemaRegistry>) -> Self {
+        let table = &plan.tables[index];
+        TableCodec {
+            value: ValueDecoder::new(table.spec.format, table.schema.as_ref(), registry),
+            key_field: table.spec.key.clone(),
+            key_format: table.spec.key_format,
+        }
+    }
+
+    /// Decodes one table record: a row, or a delete (a tombstone, or a Debezium `d` event).
+    pub fn decode(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<TableChange, FormatError> {
+        let record_key = || decode_key(self.key_format, key);
+        let Some(bytes) = value else {
+            // A tombstone deletes the row its record key names.
+            let key = record_key()?;
+            let key = match (&self.key_field, key) {
+                (Some(field), Value::Map(mut fields)) => {
+                    // A JSON converter with schemas wraps the key struct in `payload`.
+                    let mut key_struct = match fields.remove("payload") {
+                        Some(Value::Map(payload)) if fields.contains_key("schema") => payload,
+                        Some(other) => {
+                            fields.insert("payload".to_owned(), other);
+                            fields
+                        }
+                        None => fields,
+                    };
+                    key_struct.remove(field).unwrap_or(Value::Null)
+                }
+                (_, key) => key,
+            };
+            return Ok(TableChange { key, row: None });
+        };
+        let decoded = self.value.decode(bytes)?;
+        let (row, deleted) = match self.value {
+            ValueDecoder::Debezium => debezium_row(decoded)?,
+            _ => (decoded, false),
+        };
+        let key = match &self.key_field {
+            Some(field) => required(&row, field, "key field")?.clone(),
+            None => record_key()?,
+        };
+        Ok(TableChange { key, row: (!deleted).then_some(row) })
+    }
+}
+
+/// The row a Debezium change event carries (`after`, or `before` for a delete), and whether
+/// the event deletes it. Accepts the envelope with or without the JSON converter's `payload`.
+fn debezium_row(event: Value) -> Result<(Value, bool), FormatError> {
+    let envelope = match event {
+        Value::Map(mut fields)
+            if fields.contains_key("payload") && fields.contains_key("schema") =>
+        {
+            fields.remove("payload").unwrap_or(Value::Null)
+        }
+        other => other,
+    };
+    let bad = |reason: &str| FormatError::Mismatch { path: "op".into(), reason: reason.to_owned() };
+    let Value::Map(mut fields) = envelope else { return Err(bad("not a Debezium change event")) };
+    let op = fields.get("op").and_then(Value::as_str).ok_or_else(|| bad("missing op"))?.to_owned();
+    match op.as_str() {
+        "c" | "u" | "r" => Ok((fields.remove("after").unwrap_or(Value::Null), false)),
+        "d" => Ok((fields.remove("before").unwrap_or(Value::Null), true)),
+        other => Err(bad(&format!("unsupported op '{other}'"))),
+    }
+}
+
+/// Encodes the records of one sink.
+pub struct SinkCodec {
+    value: SinkValue,
+    key_format: KeyFormat,
+}
+
+enum SinkValue {
+    Avro(Box<AvroEncoder>),
+    Json,
+}
+
+impl SinkCodec {
+    /// The codec of sink `index` of `plan`, registering (or looking up) its schema under the
+    /// topic's value subject.
+    pub fn new(
+        plan: &Plan,
+        index: usize,
+        registry: &dyn SchemaRegistry,
+    ) -> Result<Self, FormatError> {
+        let sink = &plan.sinks[index];
+        let value = match &sink.schema {
+            Some(schema) => SinkValue::Avro(Box::new(AvroEncoder::new(
+                registry,
+                &format!("{}-value", sink.spec.topic),
+                schema.clone(),
+            )?)),
+            None => SinkValue::Json,
+        };
+        Ok(SinkCodec { value, key_format: sink.spec.key_format })
+    }
+
+    /// Encodes a record's key and value.
+    pub fn encode(&self, record: &Record) -> Result<(Option<Vec<u8>>, Vec<u8>), FormatError> {
+        let key = encode_key(self.key_format, &record.key)?;
+        let value = match &self.value {
+            SinkValue::Avro(encoder) => encoder.encode(&record.value)?,
+            SinkValue::Json => json::encode(&record.value)?,
+        };
+        Ok((key, value))
+    }
+
+    /// Decodes what [`SinkCodec::encode`] wrote, for the test driver's output.
+    pub fn decode(
+        &self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        registry: &Arc<dyn SchemaRegistry>,
+    ) -> Result<(Value, Value), FormatError> {
+        let key = decode_key(self.key_format, key)?;
+        let value = match &self.value {
+            SinkValue::Avro(_) => AvroDecoder::new(registry.clone(), None).decode(value)?,
+            SinkValue::Json => json::decode(value)?,
+        };
+        Ok((key, value))
+    }
+}
+
+/// Encodes a value as a source of `plan` expects it, for feeding a source in tests and tools.
+pub fn encode_source_value(
+    plan: &Plan,
+    index: usize,
+    value: &Value,
+    registry: &dyn SchemaRegistry,
+) -> Result<Vec<u8>, FormatError> {
+    let source = &plan.sources[index];
+    encode_value(source.spec.format, source.schema.as_ref(), &source.spec.topic, value, registry)
+}
+
+/// Encodes a row change as table `index` of `plan` expects it: the row (`None`: a delete of
+/// the row with `key`). A Debezium table gets a change event (`op` `r`, or `d` for a delete);
+/// other formats get the row, and a delete is a tombstone (`None`).
+pub fn encode_table_value(
+    plan: &Plan,
+    index: usize,
+    key: &Value,
+    row: Option<&Value>,
+    registry: &dyn SchemaRegistry,
+) -> Result<Option<Vec<u8>>, FormatError> {
+    let table = &plan.tables[index];
+    match (table.spec.format, row) {
+        (Format::Debezium, Some(row)) => {
+            json::encode(&Value::from([("op", Value::from("r")), ("after", row.clone())])).map(Some)
+        }
+        (Format::Debezium, None) => {
+            let field = table.spec.key.clone().unwrap_or_else(|| "id".to_owned());
+            let before = Value::Map([(field, key.clone())].into_iter().collect());
+            json::encode(&Value::from([("op", Value::from("d")), ("before", before)])).map(Some)
+        }
+        (format, Some(row)) => {
+            encode_value(format, table.schema.as_ref(), &table.spec.topic, row, registry).map(Some)
+        }
+        (_, None) => Ok(None),
+    }
+}
+
+fn encode_value(
+    format: Format,
+    schema: Option<&crate::format::AvroSchema>,
+    topic: &str,
+    value: &Value,
+    registry: &dyn SchemaRegistry,
+) -> Result<Vec<u8>, FormatError> {
+    match (format, schema) {
+        (Format::Avro, Some(schema)) => {
+            AvroEncoder::new(registry, &format!("{topic}-value"), schema.clone())?.encode(value)
+        }
+        _ => json::encode(value),
+    }
+}
+
+/// Encodes a key in a source's key format.
+pub fn encode_source_key(
+    plan: &Plan,
+    index: usize,
+    key: &Value,
+) -> Result<Option<Vec<u8>>, FormatError> {
+    encode_key(plan.sources[index].spec.key_format, key)
+}
+
+/// Encodes a key in a table's key format.
+pub fn encode_table_key(
+    plan: &Plan,
+    index: usize,
+    key: &Value,
+) -> Result<Option<Vec<u8>>, FormatError> {
+    encode_key(plan.tables[index].spec.key_format, key)
+}
