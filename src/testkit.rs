@@ -406,17 +406,33 @@ fn run_case(plan: &Arc<Plan>, case: &TestCase) -> Result<Vec<String>, DriverErro
             driver.put_table_row(table, &row.key, value)?;
         }
     }
-    // Input in timestamp order; a record without `ts` takes the previous one's.
-    let mut input: Vec<(i64, usize, &str, &TestRecord)> = Vec::new();
-    for (source, records) in &case.input {
-        let mut last = 0;
-        for record in records {
-            last = record.timestamp.unwrap_or(last);
-            input.push((last, input.len(), source, record));
-        }
-    }
-    input.sort_by_key(|(ts, seq, _, _)| (*ts, *seq));
-    for (timestamp, _, source, record) in input {
+    // Each source's records in the order written (so tests can send them out of order); the
+    // sources merged by timestamp. A record without `ts` takes the previous one's.
+    let mut queues: Vec<(&str, VecDeque<(i64, &TestRecord)>)> = case
+        .input
+        .iter()
+        .map(|(source, records)| {
+            let mut last = 0;
+            let timed = records
+                .iter()
+                .map(|record| {
+                    last = record.timestamp.unwrap_or(last);
+                    (last, record)
+                })
+                .collect();
+            (source.as_str(), timed)
+        })
+        .collect();
+    while let Some(next) = queues
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, queue))| queue.front().map(|(ts, _)| (*ts, i)))
+        .min()
+        .map(|(_, i)| i)
+    {
+        let (source, queue) = &mut queues[next];
+        let Some((timestamp, record)) = queue.pop_front() else { break };
+        let source: &str = source;
         let index = driver.source_index(source)?;
         let value = complete_input(&plan.sources[index].spec, record, timestamp);
         driver.pipe(source, &record.key, &value, timestamp)?;

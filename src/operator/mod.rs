@@ -7,11 +7,13 @@
 //! Kafka or RocksDB — so the broker-free test driver runs them exactly as production does, and
 //! a replay after a crash reproduces the same output.
 
+mod count;
 mod filter;
 mod join;
 mod map;
 mod rekey;
 
+pub use count::Count;
 pub use filter::Filter;
 pub use join::Join;
 pub use map::Map;
@@ -80,6 +82,8 @@ pub enum Operator {
     Rekey(Rekey),
     /// `type: join`.
     Join(Join),
+    /// `type: count`.
+    Count(Count),
 }
 
 impl Operator {
@@ -101,6 +105,9 @@ impl Operator {
                 fields.clone(),
                 as_.clone(),
             )),
+            OperatorPlan::Count { window, emit, store } => {
+                Operator::Count(Count::new(name, *store, *window, *emit))
+            }
         }
     }
 
@@ -116,16 +123,18 @@ impl Operator {
             Operator::Map(op) => op.process(record, out),
             Operator::Rekey(op) => op.process(record, out),
             Operator::Join(op) => op.process(record, ctx, out),
+            Operator::Count(op) => op.process(record, ctx, out),
         }
     }
 
     /// Lets the operator act on stream time reaching `ctx.stream_time` (closing windows).
     pub fn on_stream_time(
         &mut self,
-        _ctx: &mut Context<'_>,
-        _out: &mut Vec<Record>,
+        ctx: &mut Context<'_>,
+        out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
         match self {
+            Operator::Count(op) => op.on_stream_time(ctx, out),
             Operator::Filter(_) | Operator::Map(_) | Operator::Rekey(_) | Operator::Join(_) => {
                 Ok(())
             }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{Input, OperatorPlan, Plan, TopicRole};
-use crate::spec::{Format, Guarantee, JoinMode, TableMode};
+use crate::spec::{Emit, Format, Guarantee, JoinMode, TableMode};
 
 /// A format as written in YAML.
 fn format_word(format: Format) -> &'static str {
@@ -109,6 +109,23 @@ pub fn describe_text(plan: &Plan) -> String {
                         " KEY CHANGE to {} : {} -> repartition topic {topic}",
                         key.source(),
                         node.key
+                    );
+                }
+                OperatorPlan::Count { window, emit, store } => {
+                    let shape =
+                        if window.advance_ms == window.size_ms { "tumbling" } else { "hopping" };
+                    let _ = write!(
+                        out,
+                        " {shape} windows of {} ms every {} ms, grace {} ms, emit {}; window store '{}' (changelog {})",
+                        window.size_ms,
+                        window.advance_ms,
+                        window.grace_ms,
+                        match emit {
+                            Emit::Final => "final",
+                            Emit::Updates => "updates",
+                        },
+                        plan.stores[*store].name,
+                        plan.stores[*store].restore_from
                     );
                 }
                 OperatorPlan::Join { table, on, mode, .. } => {

@@ -19,8 +19,8 @@ use crate::expr::{Expr, Scope};
 use crate::format::{AvroSchema, OfflineRegistry, avro::load_dir};
 use crate::hint;
 use crate::spec::{
-    Format, Invalid, JoinMode, KeyFormat, OperatorKind, OperatorSpec, Problem, SinkSpec,
-    SourceSpec, TableMode, TableSpec, TestCase, TopologySpec,
+    Emit, Format, Invalid, JoinMode, KeyFormat, OperatorKind, OperatorSpec, Problem, SinkSpec,
+    SourceSpec, TableMode, TableSpec, TestCase, TopologySpec, WindowSpec,
 };
 use crate::state::StoreKind;
 use crate::types::Type;
@@ -136,6 +136,15 @@ pub enum OperatorPlan {
         /// The field the row is nested under when `fields` is empty.
         as_: String,
     },
+    /// Counts records per key and window.
+    Count {
+        /// The windows.
+        window: WindowSpec,
+        /// When counts are emitted.
+        emit: Emit,
+        /// Its window store (assigned when stores are laid out).
+        store: usize,
+    },
 }
 
 impl OperatorPlan {
@@ -146,6 +155,7 @@ impl OperatorPlan {
             OperatorPlan::Map { .. } => "map",
             OperatorPlan::Rekey { .. } => "rekey",
             OperatorPlan::Join { .. } => "join",
+            OperatorPlan::Count { .. } => "count",
         }
     }
 }
@@ -709,6 +719,15 @@ impl Compiler {
                 let topic = format!("{application_id}-{}-repartition", spec.name);
                 (OperatorPlan::Rekey { key: expr, topic }, value.clone(), new_key)
             }
+            OperatorKind::Count { window, emit } => {
+                let counts = Type::record([
+                    ("window_start", Type::Int),
+                    ("window_end", Type::Int),
+                    ("count", Type::Int),
+                ]);
+                let operator = OperatorPlan::Count { window: *window, emit: *emit, store: 0 };
+                (operator, counts, key.clone())
+            }
             OperatorKind::Join { table, on, mode, fields, as_ } => {
                 let Some(index) = tables.iter().position(|t| &t.spec.name == table) else {
                     self.report(
@@ -880,6 +899,26 @@ impl Compiler {
                     repartition: Some(index),
                     nodes: Vec::new(),
                     partitions,
+                });
+            }
+        }
+        // Each stateful operator's store has a compacted changelog, partitioned like its input.
+        for index in 0..plan.nodes.len() {
+            let sub = plan.nodes[index].subtopology;
+            let name = plan.nodes[index].name.clone();
+            if let OperatorPlan::Count { store, .. } = &mut plan.nodes[index].operator {
+                *store = plan.stores.len();
+                let changelog = format!("{}-{name}-changelog", plan.spec.application_id);
+                plan.stores.push(StorePlan {
+                    name: name.clone(),
+                    kind: StoreKind::Window,
+                    restore_from: changelog.clone(),
+                    owner: format!("operator {name}"),
+                });
+                plan.internal_topics.push(InternalTopic {
+                    name: changelog,
+                    role: TopicRole::Changelog,
+                    partitions: plan.subtopologies[sub].partitions.clone(),
                 });
             }
         }

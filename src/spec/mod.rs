@@ -238,6 +238,33 @@ pub enum OperatorKind {
         /// The field the whole row goes to when `fields` is empty (default: the table name).
         as_: Option<String>,
     },
+    /// `type: count`: counts records per key and time window.
+    Count {
+        /// The windows.
+        window: WindowSpec,
+        /// When counts are emitted.
+        emit: Emit,
+    },
+}
+
+/// Time windows: tumbling when `advance` equals `size`, hopping when it is shorter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// How long a window is, in milliseconds.
+    pub size_ms: i64,
+    /// How far apart windows start, in milliseconds.
+    pub advance_ms: i64,
+    /// How long after its end a window still takes late records, in milliseconds.
+    pub grace_ms: i64,
+}
+
+/// When a windowed operator emits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// Once per window, when stream time passes its end plus grace.
+    Final,
+    /// On every change.
+    Updates,
 }
 
 impl OperatorKind {
@@ -248,12 +275,13 @@ impl OperatorKind {
             OperatorKind::Map { .. } => "map",
             OperatorKind::Rekey { .. } => "rekey",
             OperatorKind::Join { .. } => "join",
+            OperatorKind::Count { .. } => "count",
         }
     }
 }
 
 /// Every operator `type:` word.
-pub const OPERATOR_TYPES: [&str; 4] = ["filter", "map", "rekey", "join"];
+pub const OPERATOR_TYPES: [&str; 5] = ["filter", "map", "rekey", "join", "count"];
 
 /// Join modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -643,6 +671,19 @@ fn read_operator(name: String, obj: &Obj<'_>) -> Option<OperatorSpec> {
             }
             table.zip(on).map(|(table, on)| OperatorKind::Join { table, on, mode, fields, as_ })
         }
+        "count" => {
+            let window = obj.required("window", |node| {
+                node.object().and_then(|w| {
+                    let window = read_window(&w);
+                    w.finish();
+                    window
+                })
+            });
+            let emit = obj
+                .choice("emit", &[("final", Emit::Final), ("updates", Emit::Updates)])
+                .unwrap_or(Emit::Final);
+            window.map(|window| OperatorKind::Count { window, emit })
+        }
         other => {
             obj.problems.report(
                 &reader::join(&obj.path, "type"),
@@ -658,6 +699,36 @@ fn read_operator(name: String, obj: &Obj<'_>) -> Option<OperatorSpec> {
         }
     };
     Some(OperatorSpec { name, input: input?, kind: kind? })
+}
+
+fn read_window(obj: &Obj<'_>) -> Option<WindowSpec> {
+    let (size_ms, advance_ms, grace_ms) =
+        (obj.duration("size"), obj.duration("advance"), obj.duration("grace").unwrap_or(0));
+    if !obj.present("size") {
+        obj.report(
+            "missing required field 'size'",
+            Some("e.g. `window: { size: 5m, advance: 1m }`".into()),
+        );
+    }
+    let size_ms = size_ms?;
+    let advance_ms = advance_ms.unwrap_or(size_ms);
+    if size_ms == 0 {
+        obj.report_if(true, "size", "a window must be longer than 0ms");
+        return None;
+    }
+    if advance_ms == 0 {
+        obj.report_if(true, "advance", "windows must advance by more than 0ms");
+        return None;
+    }
+    if advance_ms > size_ms {
+        obj.problems.report(
+            &reader::join(&obj.path, "advance"),
+            format!("the window advance ({advance_ms} ms) exceeds its size ({size_ms} ms): records between windows would be counted nowhere"),
+            Some("make advance at most the size (advance = size is a tumbling window)".into()),
+        );
+        return None;
+    }
+    Some(WindowSpec { size_ms, advance_ms, grace_ms })
 }
 
 fn read_sink(name: String, obj: &Obj<'_>) -> Option<SinkSpec> {

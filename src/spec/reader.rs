@@ -271,10 +271,12 @@ impl<'a> Obj<'a> {
 
     /// Reports every field this mapping has that was never asked for.
     pub(crate) fn finish(&self) {
-        let known = self.known.borrow();
+        let mut known = self.known.borrow().clone();
         if known.contains(&"*") {
             return;
         }
+        let mut seen = std::collections::HashSet::new();
+        known.retain(|key| seen.insert(*key));
         for key in self.map.keys() {
             let name = match key {
                 Yaml::String(name) => name.clone(),

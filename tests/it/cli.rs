@@ -101,6 +101,8 @@ fn describe_shows_operators_key_changes_and_internal_topics_in_three_formats() {
         "clickstream-by_product-repartition (repartition, 4 partitions)",
         "table products <- topic shop.public.products",
         "sub-topology 1",
+        "count page_views_5m <- by_page hopping windows of 300000 ms every 60000 ms",
+        "clickstream-page_views_1m-changelog (changelog, compacted, 4 partitions)",
     ] {
         assert!(text.contains(part), "missing {part:?} in\n{text}");
     }
