@@ -14,6 +14,7 @@ pub mod plan;
 pub mod spec;
 pub mod state;
 pub mod task;
+mod tempdir;
 pub mod testkit;
 pub mod types;
 pub mod value;

@@ -8,7 +8,6 @@
 //! [`run_tests`] runs a topology's embedded `tests:` with it (`eddy test`).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::format::{FormatError, SchemaRegistry};
@@ -18,6 +17,7 @@ use crate::spec::{TestCase, TestRecord};
 use crate::state::{StateEnv, StateError, StoreSpec, Stores, TaskState};
 use crate::task::codec::{self, SinkCodec, SourceCodec, TableCodec};
 use crate::task::{Destination, Entry, Output, Task};
+use crate::tempdir::TempDir;
 use crate::value::Value;
 
 /// Why the driver could not do what it was asked.
@@ -70,27 +70,6 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> std::io::Result<Self> {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("eddy-driver-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A sink record as the broker would hold it: key, value, timestamp.
 type Encoded = (Option<Vec<u8>>, Vec<u8>, i64);
 
@@ -117,7 +96,7 @@ const DRIVER_MEMORY_BYTES: usize = 32 << 20;
 impl TopologyDriver {
     /// A driver for `plan`, with empty stores in a fresh temporary directory.
     pub fn new(plan: Arc<Plan>) -> Result<Self, DriverError> {
-        let dir = TempDir::new()?;
+        let dir = TempDir::new("driver")?;
         let env = StateEnv::new(DRIVER_MEMORY_BYTES);
         let stores: Vec<StoreSpec> = plan
             .stores
@@ -125,7 +104,7 @@ impl TopologyDriver {
             .map(|store| StoreSpec::new(store.name.clone(), store.kind))
             .collect();
         let identity = format!("{}/driver", plan.spec.application_id);
-        let (state, _) = TaskState::open(&env, &dir.0, &identity, &stores)?;
+        let (state, _) = TaskState::open(&env, dir.path(), &identity, &stores)?;
         let registry: Arc<dyn SchemaRegistry> = plan.registry.clone();
         let sources =
             (0..plan.sources.len()).map(|i| SourceCodec::new(&plan, i, &registry)).collect();

@@ -191,36 +191,14 @@ impl From<Misfit> for FormatError {
     }
 }
 
-/// A directory of files under the system temp dir, removed when dropped.
+/// A temporary directory holding `files` (name, content), for tests.
 #[cfg(test)]
-pub(crate) struct TempDir(PathBuf);
-
-#[cfg(test)]
-impl TempDir {
-    /// A fresh directory holding `files` (name, content).
-    pub(crate) fn with_files(files: &[(&str, &str)]) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("eddy-format-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        for (name, content) in files {
-            std::fs::write(path.join(name), content).unwrap();
-        }
-        TempDir(path)
+pub(crate) fn dir_with_files(files: &[(&str, &str)]) -> crate::tempdir::TempDir {
+    let dir = crate::tempdir::TempDir::new("format").unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
     }
-
-    /// The directory.
-    pub(crate) fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-#[cfg(test)]
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    dir
 }
 
 #[cfg(test)]

@@ -244,7 +244,8 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{AvroDecoder, AvroEncoder, TempDir};
+    use crate::format::{AvroDecoder, AvroEncoder, dir_with_files};
+    use crate::tempdir::TempDir;
     use crate::value::Value;
 
     const ADDRESS: &str = r#"{"type": "record", "name": "Address", "namespace": "eddy.test",
@@ -259,7 +260,7 @@ mod tests {
       ]}"#;
 
     fn directory() -> TempDir {
-        TempDir::with_files(&[
+        dir_with_files(&[
             ("address.avsc", ADDRESS),
             ("customer.avsc", CUSTOMER),
             ("key.avsc", r#""string""#),
@@ -332,14 +333,14 @@ mod tests {
         assert!(matches!(error, FormatError::Io { .. }), "{error}");
         assert!(!error.is_bad_record());
 
-        let not_json = TempDir::with_files(&[("broken.avsc", "{ not json")]);
+        let not_json = dir_with_files(&[("broken.avsc", "{ not json")]);
         let error = load_dir(not_json.path()).unwrap_err();
         assert!(
             matches!(&error, FormatError::InvalidSchema { source_name, .. } if source_name == "broken.avsc"),
             "{error}"
         );
 
-        let unknown_type = TempDir::with_files(&[(
+        let unknown_type = dir_with_files(&[(
             "a.avsc",
             r#"{"type": "record", "name": "A", "fields": [{"name": "b", "type": "Missing"}]}"#,
         )]);

@@ -1239,33 +1239,8 @@ fn show(value: Option<&[u8]>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use super::*;
-
-    /// A unique directory under the system temp dir, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path =
-                std::env::temp_dir().join(format!("eddy-state-{name}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            TempDir(path)
-        }
-
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::tempdir::TempDir;
 
     const KV: usize = 0;
     const WINDOW: usize = 1;
@@ -1311,7 +1286,7 @@ mod tests {
 
     #[test]
     fn kv_reads_merge_pending_writes_over_committed_data() {
-        let dir = TempDir::new("kv");
+        let dir = TempDir::new("kv").unwrap();
         let (mut state, opened) = open(&env(), &dir);
         assert_eq!(opened, Opened::Fresh);
         let store = state.kv(KV);
@@ -1357,7 +1332,7 @@ mod tests {
 
     #[test]
     fn kv_prefix_of_0xff_bytes_is_unbounded_above() {
-        let dir = TempDir::new("kv-ff");
+        let dir = TempDir::new("kv-ff").unwrap();
         let (mut state, _) = open(&env(), &dir);
         let store = state.kv(KV);
         store.put(&[0xff], b"1");
@@ -1373,7 +1348,7 @@ mod tests {
 
     #[test]
     fn windows_fetch_by_key_and_by_time_range() {
-        let dir = TempDir::new("window");
+        let dir = TempDir::new("window").unwrap();
         let (mut state, _) = open(&env(), &dir);
         let store = state.window(WINDOW);
         for key in [&b"a"[..], b"ab", b"b"] {
@@ -1430,7 +1405,7 @@ mod tests {
 
     #[test]
     fn sessions_find_merge_and_close() {
-        let dir = TempDir::new("session");
+        let dir = TempDir::new("session").unwrap();
         let (mut state, _) = open(&env(), &dir);
         let store = state.session(SESSION);
         store.put(b"u1", 0, 10, b"s1");
@@ -1482,7 +1457,7 @@ mod tests {
 
     #[test]
     fn reopen_sees_committed_data_only() {
-        let dir = TempDir::new("reopen");
+        let dir = TempDir::new("reopen").unwrap();
         let env = env();
         {
             let (mut state, _) = open(&env, &dir);
@@ -1507,7 +1482,7 @@ mod tests {
 
     #[test]
     fn abort_rewinds_to_the_last_commit() {
-        let dir = TempDir::new("abort");
+        let dir = TempDir::new("abort").unwrap();
         let (mut state, _) = open(&env(), &dir);
         state.kv(KV).put(b"k", b"1");
         state.commit(b"m1").unwrap();
@@ -1529,7 +1504,7 @@ mod tests {
     #[test]
     fn changelog_coalesces_and_restores_every_store_kind() {
         let env = env();
-        let dir = TempDir::new("changelog");
+        let dir = TempDir::new("changelog").unwrap();
         let (mut state, _) = open(&env, &dir);
         state.kv(KV).put(b"b", b"1");
         state.kv(KV).put(b"a", b"1");
@@ -1573,7 +1548,7 @@ mod tests {
         );
         state.commit(b"m").unwrap();
 
-        let restored_dir = TempDir::new("changelog-restored");
+        let restored_dir = TempDir::new("changelog-restored").unwrap();
         let (mut restored, _) = open(&env, &restored_dir);
         restored.apply_changelog(first.into_iter().chain(second)).unwrap();
         assert!(restored.take_changelog().is_empty(), "restored writes are not logged again");
@@ -1599,7 +1574,7 @@ mod tests {
     #[test]
     fn a_foreign_directory_is_wiped() {
         let env = env();
-        let dir = TempDir::new("foreign");
+        let dir = TempDir::new("foreign").unwrap();
         {
             let (mut state, _) = open(&env, &dir);
             state.kv(KV).put(b"k", b"v");
@@ -1640,7 +1615,7 @@ mod tests {
     }
 
     fn committed_dir(env: &StateEnv, name: &str) -> TempDir {
-        let dir = TempDir::new(name);
+        let dir = TempDir::new(name).unwrap();
         let (mut state, _) = open(env, &dir);
         state.kv(KV).put(b"k", b"v");
         state.commit(b"m").unwrap();
@@ -1716,7 +1691,7 @@ mod tests {
 
     #[test]
     fn a_directory_that_is_not_rocksdb_is_left_alone() {
-        let dir = TempDir::new("not-state");
+        let dir = TempDir::new("not-state").unwrap();
         std::fs::create_dir_all(dir.path()).unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"precious").unwrap();
         std::fs::write(dir.path().join("app.log"), b"precious").unwrap();
@@ -1739,7 +1714,7 @@ mod tests {
     #[test]
     fn two_tasks_share_one_env() {
         let env = env();
-        let (dir_a, dir_b) = (TempDir::new("share-a"), TempDir::new("share-b"));
+        let (dir_a, dir_b) = (TempDir::new("share-a").unwrap(), TempDir::new("share-b").unwrap());
         let (mut a, _) = TaskState::open(&env, dir_a.path(), "app/in-0", &specs()).unwrap();
         let (mut b, _) = TaskState::open(&env.clone(), dir_b.path(), "app/in-1", &specs()).unwrap();
         let value = vec![7u8; 1_000];
@@ -1762,7 +1737,7 @@ mod tests {
 
     #[test]
     fn a_store_misused_fails_the_commit_not_the_process() {
-        let dir = TempDir::new("misuse");
+        let dir = TempDir::new("misuse").unwrap();
         let (mut state, _) = open(&env(), &dir);
         state.kv(KV).put(b"k", b"v");
         let wrong = state.kv(WINDOW);
@@ -1782,7 +1757,7 @@ mod tests {
 
     #[test]
     fn clashing_store_names_are_refused() {
-        let dir = TempDir::new("names");
+        let dir = TempDir::new("names").unwrap();
         for stores in [
             vec![StoreSpec::new("a", StoreKind::Kv), StoreSpec::new("a", StoreKind::Kv)],
             vec![StoreSpec::new("meta", StoreKind::Kv)],
@@ -1796,6 +1771,7 @@ mod tests {
             let opened = TaskState::open(&env(), dir.path(), "app/t-0", &stores);
             assert!(matches!(opened, Err(StateError::InvalidStores(_))), "{stores:?}");
         }
-        assert!(!dir.path().exists());
+        let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(written.is_empty(), "a refused store list wrote {written:?}");
     }
 }
