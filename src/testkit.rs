@@ -7,7 +7,7 @@
 //! records hop between sub-topologies in process, and stores live in a temporary directory.
 //! [`run_tests`] runs a topology's embedded `tests:` with it (`eddy test`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::format::{FormatError, SchemaRegistry};
@@ -15,7 +15,7 @@ use crate::operator::{OperatorError, Record};
 use crate::plan::Plan;
 use crate::spec::{TestCase, TestRecord};
 use crate::state::{StateEnv, StateError, StoreSpec, Stores, TaskState};
-use crate::task::codec::{self, SinkCodec, SourceCodec, TableCodec};
+use crate::task::codec::{InputEncoder, SinkCodec, SourceCodec, TableCodec};
 use crate::task::{Destination, Entry, Output, Task};
 use crate::tempdir::TempDir;
 use crate::value::Value;
@@ -76,10 +76,13 @@ type Encoded = (Option<Vec<u8>>, Vec<u8>, i64);
 /// Runs a compiled topology in process.
 pub struct TopologyDriver {
     plan: Arc<Plan>,
-    registry: Arc<dyn SchemaRegistry>,
     tasks: Vec<Task>,
+    /// The sub-topology reading each rekey node's repartition topic.
+    readers: HashMap<usize, usize>,
     sources: Vec<SourceCodec>,
+    source_encoders: Vec<InputEncoder>,
     tables: Vec<TableCodec>,
+    table_encoders: Vec<InputEncoder>,
     sinks: Vec<SinkCodec>,
     /// Encoded sink records not read yet, per sink.
     outputs: Vec<Vec<Encoded>>,
@@ -106,25 +109,49 @@ impl TopologyDriver {
         let identity = format!("{}/driver", plan.spec.application_id);
         let (state, _) = TaskState::open(&env, dir.path(), &identity, &stores)?;
         let registry: Arc<dyn SchemaRegistry> = plan.registry.clone();
+        let encoder_error = |name: &str| {
+            let name = name.to_owned();
+            move |source| DriverError::Encode { name, source }
+        };
         let sources =
             (0..plan.sources.len()).map(|i| SourceCodec::new(&plan, i, &registry)).collect();
+        let source_encoders = (0..plan.sources.len())
+            .map(|i| {
+                InputEncoder::for_source(&plan, i, registry.as_ref())
+                    .map_err(encoder_error(&plan.sources[i].spec.name))
+            })
+            .collect::<Result<_, _>>()?;
         let tables = (0..plan.tables.len()).map(|i| TableCodec::new(&plan, i, &registry)).collect();
+        let table_encoders = (0..plan.tables.len())
+            .map(|i| {
+                InputEncoder::for_table(&plan, i, registry.as_ref())
+                    .map_err(encoder_error(&plan.tables[i].spec.name))
+            })
+            .collect::<Result<_, _>>()?;
         let sinks = (0..plan.sinks.len())
             .map(|i| {
-                SinkCodec::new(&plan, i, registry.as_ref()).map_err(|source| DriverError::Sink {
+                SinkCodec::new(&plan, i, &registry).map_err(|source| DriverError::Sink {
                     name: plan.sinks[i].spec.name.clone(),
                     source,
                 })
             })
             .collect::<Result<_, _>>()?;
         let tasks = (0..plan.subtopologies.len()).map(|i| Task::new(plan.clone(), i)).collect();
+        let readers = plan
+            .subtopologies
+            .iter()
+            .enumerate()
+            .filter_map(|(index, sub)| sub.repartition.map(|node| (node, index)))
+            .collect();
         Ok(TopologyDriver {
             outputs: vec![Vec::new(); plan.sinks.len()],
             plan,
-            registry,
             tasks,
+            readers,
             sources,
+            source_encoders,
             tables,
+            table_encoders,
             sinks,
             dead_letters: Vec::new(),
             state,
@@ -165,17 +192,10 @@ impl TopologyDriver {
         value: &Value,
         timestamp: i64,
     ) -> Result<(), DriverError> {
-        let index = self.source_index(source)?;
-        let encode_error = |source| DriverError::Encode {
-            name: self.plan.sources[index].spec.name.clone(),
-            source,
-        };
-        let key = codec::encode_source_key(&self.plan, index, key).map_err(encode_error)?;
-        let value = codec::encode_source_value(&self.plan, index, value, self.registry.as_ref())
-            .map_err(|source| DriverError::Encode {
-                name: self.plan.sources[index].spec.name.clone(),
-                source,
-            })?;
+        let encoder = &self.source_encoders[self.source_index(source)?];
+        let encode_error = |error| DriverError::Encode { name: source.to_owned(), source: error };
+        let key = encoder.key(key).map_err(encode_error)?;
+        let value = encoder.value(value).map_err(encode_error)?;
         self.pipe_bytes(source, key.as_deref(), Some(&value), timestamp)
     }
 
@@ -200,7 +220,7 @@ impl TopologyDriver {
             }
         };
         let subtopology = self.plan.sources[index].subtopology;
-        self.run(subtopology, Entry::Source(index), record, source)
+        self.run(VecDeque::from([(subtopology, Entry::Source(index), record)]), source)
     }
 
     /// Upserts (or with `None`, deletes) a row of table `table`, through the table's format.
@@ -212,9 +232,8 @@ impl TopologyDriver {
     ) -> Result<(), DriverError> {
         let index = self.table_index(table)?;
         let encode_error = |source| DriverError::Encode { name: table.to_owned(), source };
-        let key_bytes = codec::encode_table_key(&self.plan, index, key).map_err(encode_error)?;
-        let value = codec::encode_table_value(&self.plan, index, key, row, self.registry.as_ref())
-            .map_err(|source| DriverError::Encode { name: table.to_owned(), source })?;
+        let key_bytes = self.table_encoders[index].key(key).map_err(encode_error)?;
+        let value = self.table_encoders[index].change(key, row).map_err(encode_error)?;
         match self.tables[index].decode(key_bytes.as_deref(), value.as_deref()) {
             Ok(change) => {
                 let store = self.plan.tables[index].store;
@@ -240,46 +259,52 @@ impl TopologyDriver {
             self.tasks[subtopology]
                 .advance_to(time, &mut self.state, &mut out)
                 .map_err(DriverError::Operator)?;
-            self.deliver(out, "(stream time)")?;
+            let mut next = VecDeque::new();
+            self.deliver(out, &mut next)?;
+            self.run(next, "(stream time)")?;
         }
         Ok(())
     }
 
-    /// Runs `record` through a task and delivers what it emits, following repartitions.
+    /// Runs each queued record (sub-topology, entry, record) through its task, delivering
+    /// what it emits and following repartitions until nothing is left. A record an operator
+    /// refuses goes to the dead letters whole: nothing it emitted is kept.
     fn run(
         &mut self,
-        subtopology: usize,
-        entry: Entry,
-        record: Record,
+        mut queue: VecDeque<(usize, Entry, Record)>,
         input: &str,
     ) -> Result<(), DriverError> {
-        let mut out = Vec::new();
-        match self.tasks[subtopology].process(entry, record, &mut self.state, &mut out) {
-            Ok(()) => self.deliver(out, input),
-            Err(OperatorError::BadRecord { operator, source }) => {
-                // The record goes to the dead letters whole: nothing it emitted is kept.
-                self.dead_letters.push(DeadLetter {
-                    input: input.to_owned(),
-                    kind: "operator".to_owned(),
-                    reason: format!("{operator}: {source}"),
-                });
-                Ok(())
+        while let Some((subtopology, entry, record)) = queue.pop_front() {
+            let mut out = Vec::new();
+            match self.tasks[subtopology].process(entry, record, &mut self.state, &mut out) {
+                Ok(()) => self.deliver(out, &mut queue)?,
+                Err(OperatorError::BadRecord { operator, source }) => {
+                    self.dead_letters.push(DeadLetter {
+                        input: input.to_owned(),
+                        kind: "operator".to_owned(),
+                        reason: format!("{operator}: {source}"),
+                    });
+                }
+                Err(other) => return Err(DriverError::Operator(other)),
             }
-            Err(other) => Err(DriverError::Operator(other)),
         }
+        Ok(())
     }
 
-    /// Encodes sink records; sends repartitioned records (through Eddy's binary encoding, as
-    /// over a repartition topic) to the sub-topology that reads them.
-    fn deliver(&mut self, out: Vec<Output>, input: &str) -> Result<(), DriverError> {
-        let mut queue: VecDeque<Output> = out.into();
-        while let Some(Output { to, record }) = queue.pop_front() {
+    /// Encodes sink records; queues repartitioned records (through Eddy's binary encoding, as
+    /// over a repartition topic) for the sub-topology that reads them.
+    fn deliver(
+        &mut self,
+        out: Vec<Output>,
+        queue: &mut VecDeque<(usize, Entry, Record)>,
+    ) -> Result<(), DriverError> {
+        for Output { to, record } in out {
             match to {
                 Destination::Sink(sink) => {
-                    let encoded = self.sinks[sink].encode(&record).map_err(|source| {
+                    let (key, value) = self.sinks[sink].encode(&record).map_err(|source| {
                         DriverError::Sink { name: self.plan.sinks[sink].spec.name.clone(), source }
                     })?;
-                    self.outputs[sink].push((encoded.0, encoded.1, record.timestamp));
+                    self.outputs[sink].push((key, value, record.timestamp));
                 }
                 Destination::Repartition(node) => {
                     let hop = |value: &Value| {
@@ -290,29 +315,13 @@ impl TopologyDriver {
                             })
                         })
                     };
-                    let (key, value) = (hop(&record.key)?, hop(&record.value)?);
-                    let Some(next) =
-                        self.plan.subtopologies.iter().position(|s| s.repartition == Some(node))
-                    else {
-                        continue;
+                    let record = Record {
+                        key: hop(&record.key)?,
+                        value: hop(&record.value)?,
+                        timestamp: record.timestamp,
                     };
-                    let mut more = Vec::new();
-                    let record = Record { key, value, timestamp: record.timestamp };
-                    match self.tasks[next].process(
-                        Entry::Repartition(node),
-                        record,
-                        &mut self.state,
-                        &mut more,
-                    ) {
-                        Ok(()) => queue.extend(more),
-                        Err(OperatorError::BadRecord { operator, source }) => {
-                            self.dead_letters.push(DeadLetter {
-                                input: input.to_owned(),
-                                kind: "operator".to_owned(),
-                                reason: format!("{operator}: {source}"),
-                            })
-                        }
-                        Err(other) => return Err(DriverError::Operator(other)),
+                    if let Some(&next) = self.readers.get(&node) {
+                        queue.push_back((next, Entry::Repartition(node), record));
                     }
                 }
             }
@@ -328,7 +337,7 @@ impl TopologyDriver {
             .into_iter()
             .map(|(key, value, timestamp)| {
                 let (key, value) = self.sinks[index]
-                    .decode(key.as_deref(), &value, &self.registry)
+                    .decode(key.as_deref(), &value)
                     .map_err(|source| DriverError::Sink { name: sink.to_owned(), source })?;
                 Ok(Record { key, value, timestamp })
             })

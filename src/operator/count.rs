@@ -9,7 +9,6 @@
 
 use super::{Context, OperatorError, Record};
 use crate::spec::{Emit, WindowSpec};
-use crate::state::StateError;
 use crate::value::Value;
 
 /// Windowed counts per key.
@@ -33,10 +32,6 @@ impl Count {
     /// Records that arrived after their windows closed.
     pub fn late(&self) -> u64 {
         self.late
-    }
-
-    fn state_error(&self, source: StateError) -> OperatorError {
-        OperatorError::State { operator: self.name.clone(), source }
     }
 
     /// The output record of a window's count.
@@ -70,7 +65,8 @@ impl Count {
         while start > t.saturating_sub(size_ms) {
             if !self.is_closed(start, ctx.stream_time) {
                 let store = ctx.stores.window(self.store);
-                let stored = store.get(&self.key, start).map_err(|e| self.state_error(e))?;
+                let stored =
+                    store.get(&self.key, start).map_err(OperatorError::state(&self.name))?;
                 let count =
                     stored.and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_le_bytes)
                         + 1;
@@ -103,13 +99,13 @@ impl Count {
             return Ok(());
         }
         let store = ctx.stores.window(self.store);
-        let closed = store.fetch_all(i64::MIN, through).map_err(|e| self.state_error(e))?;
+        let closed =
+            store.fetch_all(i64::MIN, through).map_err(OperatorError::state(&self.name))?;
         for (key_bytes, start, count) in closed {
             store.delete(&key_bytes, start);
             if self.emit == Emit::Final {
-                let key = Value::from_bytes(&key_bytes).map_err(|source| {
-                    OperatorError::Corrupt { operator: self.name.clone(), source }
-                })?;
+                let key =
+                    Value::from_bytes(&key_bytes).map_err(OperatorError::corrupt(&self.name))?;
                 let count = count.try_into().map_or(0, u64::from_le_bytes);
                 out.push(self.output(key, start, count, start + size_ms - 1));
             }

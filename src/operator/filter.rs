@@ -17,8 +17,8 @@ impl Filter {
 
     /// Passes `record` on when the condition holds.
     pub fn process(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), OperatorError> {
-        let keep = eval_bool(&self.where_, &record)
-            .map_err(|source| OperatorError::BadRecord { operator: self.name.clone(), source })?;
+        let keep =
+            eval_bool(&self.where_, &record).map_err(OperatorError::bad_record(&self.name))?;
         if keep {
             out.push(record);
         }

@@ -42,21 +42,22 @@ impl Join {
         ctx: &mut Context<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
-        let on = eval(&self.on, &record)
-            .map_err(|source| OperatorError::BadRecord { operator: self.name.clone(), source })?;
-        let row =
-            if on.is_null() {
-                None
-            } else {
-                self.key.clear();
-                on.encode(&mut self.key);
-                let stored = ctx.stores.kv(self.store).get(&self.key).map_err(|source| {
-                    OperatorError::State { operator: self.name.clone(), source }
-                })?;
-                stored.map(|bytes| Value::from_bytes(&bytes)).transpose().map_err(|source| {
-                    OperatorError::Corrupt { operator: self.name.clone(), source }
-                })?
-            };
+        let on = eval(&self.on, &record).map_err(OperatorError::bad_record(&self.name))?;
+        let row = if on.is_null() {
+            None
+        } else {
+            self.key.clear();
+            on.encode(&mut self.key);
+            let stored = ctx
+                .stores
+                .kv(self.store)
+                .get(&self.key)
+                .map_err(OperatorError::state(&self.name))?;
+            stored
+                .map(|bytes| Value::from_bytes(&bytes))
+                .transpose()
+                .map_err(OperatorError::corrupt(&self.name))?
+        };
         if row.is_none() && self.mode == JoinMode::Inner {
             return Ok(());
         }

@@ -28,10 +28,10 @@ impl Map {
     /// Emits the record with its value reshaped. Every expression reads the input value, so
     /// the order of `set` entries does not matter.
     pub fn process(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), OperatorError> {
-        let bad = |source| OperatorError::BadRecord { operator: self.name.clone(), source };
+        let bad = OperatorError::bad_record(&self.name);
         let mut computed = Vec::with_capacity(self.select.len() + self.set.len());
         for (name, expr) in self.select.iter().chain(&self.set) {
-            computed.push((name.clone(), eval(expr, &record).map_err(bad)?));
+            computed.push((name.clone(), eval(expr, &record).map_err(&bad)?));
         }
         let mut fields = match (self.select.is_empty(), record.value) {
             (true, Value::Map(fields)) => fields,

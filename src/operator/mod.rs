@@ -22,7 +22,7 @@ pub use rekey::Rekey;
 use crate::expr::{EvalError, Expr};
 use crate::plan::{OperatorPlan, Plan};
 use crate::state::{StateError, Stores};
-use crate::value::Value;
+use crate::value::{DecodeError, Value};
 
 /// A record as operators see it: decoded key and value, and its event time.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,8 +68,25 @@ pub enum OperatorError {
         /// The operator's name.
         operator: String,
         /// What failed.
-        source: crate::value::DecodeError,
+        source: DecodeError,
     },
+}
+
+impl OperatorError {
+    /// For `map_err`: the record is to blame for `source`, in `operator`.
+    pub(crate) fn bad_record(operator: &str) -> impl Fn(EvalError) -> OperatorError + '_ {
+        move |source| OperatorError::BadRecord { operator: operator.to_owned(), source }
+    }
+
+    /// For `map_err`: the state failed in `operator`.
+    pub(crate) fn state(operator: &str) -> impl Fn(StateError) -> OperatorError + '_ {
+        move |source| OperatorError::State { operator: operator.to_owned(), source }
+    }
+
+    /// For `map_err`: `operator` read a stored value that does not decode.
+    pub(crate) fn corrupt(operator: &str) -> impl Fn(DecodeError) -> OperatorError + '_ {
+        move |source| OperatorError::Corrupt { operator: operator.to_owned(), source }
+    }
 }
 
 /// Every operator kind; building one is one exhaustive `match` over the plan.

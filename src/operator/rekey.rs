@@ -17,8 +17,7 @@ impl Rekey {
 
     /// Emits the record under its new key.
     pub fn process(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), OperatorError> {
-        let key = eval(&self.key, &record)
-            .map_err(|source| OperatorError::BadRecord { operator: self.name.clone(), source })?;
+        let key = eval(&self.key, &record).map_err(OperatorError::bad_record(&self.name))?;
         out.push(Record { key, ..record });
         Ok(())
     }

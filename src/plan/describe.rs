@@ -103,7 +103,7 @@ pub fn describe_text(plan: &Plan) -> String {
                         let _ = write!(out, " drop [{}]", drop.join(", "));
                     }
                 }
-                OperatorPlan::Rekey { key, topic } => {
+                OperatorPlan::Rekey { key, topic, .. } => {
                     let _ = write!(
                         out,
                         " KEY CHANGE to {} : {} -> repartition topic {topic}",

@@ -122,6 +122,8 @@ pub enum OperatorPlan {
         key: Expr,
         /// The repartition topic.
         topic: String,
+        /// Its partitions, when the topology sets them (default: those of the input).
+        partitions: Option<i64>,
     },
     /// Enriches records with a table row.
     Join {
@@ -247,10 +249,7 @@ impl Plan {
 
     /// The value and key types flowing out of `input`.
     pub fn types_of(&self, input: Input) -> (&Type, &Type) {
-        match input {
-            Input::Source(i) => (&self.sources[i].value, &self.sources[i].key),
-            Input::Node(i) => (&self.nodes[i].value, &self.nodes[i].key),
-        }
+        types_of(&self.sources, &self.nodes, input)
     }
 
     /// The name of `input`.
@@ -282,9 +281,12 @@ pub fn compile(spec: TopologySpec) -> Result<Plan, Invalid> {
 /// Compiles a spec whose reading found `problems` already, adding the compiler's own.
 fn compile_with(spec: TopologySpec, problems: Vec<Problem>) -> Result<Plan, Invalid> {
     let mut compiler = Compiler { problems, unreadable: spec.unreadable.clone() };
-    match compiler.compile(spec.clone()) {
-        Some(plan) if compiler.problems.is_empty() => Ok(plan),
-        _ => Err(Invalid { file: spec.file, problems: compiler.problems }),
+    let file = spec.file.clone();
+    let plan = compiler.compile(spec);
+    if compiler.problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(Invalid { file, problems: compiler.problems })
     }
 }
 
@@ -314,7 +316,7 @@ impl Compiler {
         self.problems.push(Problem { path: path.into(), message: message.into(), hint });
     }
 
-    fn compile(&mut self, spec: TopologySpec) -> Option<Plan> {
+    fn compile(&mut self, spec: TopologySpec) -> Plan {
         let schema_dir = spec.schema_dir();
         let schemas = match load_dir(&schema_dir) {
             Ok(schemas) => schemas,
@@ -355,10 +357,7 @@ impl Compiler {
             ) else {
                 continue;
             };
-            let (value, key) = match input {
-                Input::Source(i) => (&sources[i].value, &sources[i].key),
-                Input::Node(i) => (&nodes[i].value, &nodes[i].key),
-            };
+            let (value, key) = types_of(&sources, &nodes, input);
             if let Some(node) = self.node(spec_op, input, value, key, &tables, &spec.application_id)
             {
                 node_index.insert(&spec_op.name, nodes.len());
@@ -375,10 +374,7 @@ impl Compiler {
                     &names,
                     &node_index,
                 )?;
-                let (value, key) = match input {
-                    Input::Source(i) => (&sources[i].value, &sources[i].key),
-                    Input::Node(i) => (&nodes[i].value, &nodes[i].key),
-                };
+                let (value, key) = types_of(&sources, &nodes, input);
                 Some(self.sink(sink, input, value, key, &schemas))
             })
             .collect();
@@ -395,7 +391,7 @@ impl Compiler {
             registry: Arc::new(OfflineRegistry::new(schemas.into_values())),
         };
         self.layout(&mut plan);
-        Some(plan)
+        plan
     }
 
     /// Every name, checking that no two parts share one.
@@ -713,11 +709,12 @@ impl Compiler {
                 let out = if open { Type::Any } else { Type::Record(fields) };
                 (OperatorPlan::Map { select, set, drop: drop.clone() }, out, key.clone())
             }
-            OperatorKind::Rekey { key: source, .. } => {
+            OperatorKind::Rekey { key: source, partitions } => {
                 let expr = self.expr(format!("{path}.key"), source, value, key)?;
                 let new_key = expr.output_type().clone();
                 let topic = format!("{application_id}-{}-repartition", spec.name);
-                (OperatorPlan::Rekey { key: expr, topic }, value.clone(), new_key)
+                let operator = OperatorPlan::Rekey { key: expr, topic, partitions: *partitions };
+                (operator, value.clone(), new_key)
             }
             OperatorKind::Count { window, emit } => {
                 let counts = Type::record([
@@ -879,15 +876,11 @@ impl Compiler {
             };
             plan.nodes[index].subtopology = subtopology;
             plan.subtopologies[subtopology].nodes.push(index);
-            if let OperatorPlan::Rekey { topic, .. } = &plan.nodes[index].operator {
-                let partitions =
-                    match plan.spec.operators.iter().find(|o| o.name == plan.nodes[index].name) {
-                        Some(OperatorSpec {
-                            kind: OperatorKind::Rekey { partitions: Some(n), .. },
-                            ..
-                        }) => Partitions::Exactly(*n),
-                        _ => plan.subtopologies[subtopology].partitions.clone(),
-                    };
+            if let OperatorPlan::Rekey { topic, partitions, .. } = &plan.nodes[index].operator {
+                let partitions = match partitions {
+                    Some(n) => Partitions::Exactly(*n),
+                    None => plan.subtopologies[subtopology].partitions.clone(),
+                };
                 plan.internal_topics.push(InternalTopic {
                     name: topic.clone(),
                     role: TopicRole::Repartition,
@@ -951,6 +944,18 @@ impl Compiler {
                 }
             }
         }
+    }
+}
+
+/// The value and key types flowing out of `input`, among `sources` and `nodes`.
+fn types_of<'p>(
+    sources: &'p [SourcePlan],
+    nodes: &'p [NodePlan],
+    input: Input,
+) -> (&'p Type, &'p Type) {
+    match input {
+        Input::Source(i) => (&sources[i].value, &sources[i].key),
+        Input::Node(i) => (&nodes[i].value, &nodes[i].key),
     }
 }
 

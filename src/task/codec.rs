@@ -217,15 +217,45 @@ fn debezium_row(event: Value) -> Result<(Value, bool), FormatError> {
     }
 }
 
-/// Encodes the records of one sink.
-pub struct SinkCodec {
-    value: SinkValue,
-    key_format: KeyFormat,
-}
-
-enum SinkValue {
+/// Encodes record values in one topic's format.
+enum ValueEncoder {
     Avro(Box<AvroEncoder>),
     Json,
+}
+
+impl ValueEncoder {
+    /// An encoder for `topic`'s values: Avro with `schema` (registered or looked up under the
+    /// topic's value subject, once), else JSON.
+    fn new(
+        format: Format,
+        schema: Option<&crate::format::AvroSchema>,
+        topic: &str,
+        registry: &dyn SchemaRegistry,
+    ) -> Result<Self, FormatError> {
+        Ok(match (format, schema) {
+            (Format::Avro, Some(schema)) => ValueEncoder::Avro(Box::new(AvroEncoder::new(
+                registry,
+                &format!("{topic}-value"),
+                schema.clone(),
+            )?)),
+            _ => ValueEncoder::Json,
+        })
+    }
+
+    fn encode(&self, value: &Value) -> Result<Vec<u8>, FormatError> {
+        match self {
+            ValueEncoder::Avro(encoder) => encoder.encode(value),
+            ValueEncoder::Json => json::encode(value),
+        }
+    }
+}
+
+/// Encodes and decodes the records of one sink.
+pub struct SinkCodec {
+    value: ValueEncoder,
+    /// Reads back what `value` wrote (the test driver's output).
+    reader: ValueDecoder,
+    key_format: KeyFormat,
 }
 
 impl SinkCodec {
@@ -234,113 +264,108 @@ impl SinkCodec {
     pub fn new(
         plan: &Plan,
         index: usize,
-        registry: &dyn SchemaRegistry,
+        registry: &Arc<dyn SchemaRegistry>,
     ) -> Result<Self, FormatError> {
         let sink = &plan.sinks[index];
-        let value = match &sink.schema {
-            Some(schema) => SinkValue::Avro(Box::new(AvroEncoder::new(
-                registry,
-                &format!("{}-value", sink.spec.topic),
-                schema.clone(),
-            )?)),
-            None => SinkValue::Json,
-        };
-        Ok(SinkCodec { value, key_format: sink.spec.key_format })
+        let format = sink.spec.format;
+        Ok(SinkCodec {
+            value: ValueEncoder::new(
+                format,
+                sink.schema.as_ref(),
+                &sink.spec.topic,
+                registry.as_ref(),
+            )?,
+            reader: ValueDecoder::new(format, None, registry),
+            key_format: sink.spec.key_format,
+        })
     }
 
     /// Encodes a record's key and value.
     pub fn encode(&self, record: &Record) -> Result<(Option<Vec<u8>>, Vec<u8>), FormatError> {
-        let key = encode_key(self.key_format, &record.key)?;
-        let value = match &self.value {
-            SinkValue::Avro(encoder) => encoder.encode(&record.value)?,
-            SinkValue::Json => json::encode(&record.value)?,
-        };
-        Ok((key, value))
+        Ok((encode_key(self.key_format, &record.key)?, self.value.encode(&record.value)?))
     }
 
     /// Decodes what [`SinkCodec::encode`] wrote, for the test driver's output.
-    pub fn decode(
-        &self,
-        key: Option<&[u8]>,
-        value: &[u8],
-        registry: &Arc<dyn SchemaRegistry>,
-    ) -> Result<(Value, Value), FormatError> {
-        let key = decode_key(self.key_format, key)?;
-        let value = match &self.value {
-            SinkValue::Avro(_) => AvroDecoder::new(registry.clone(), None).decode(value)?,
-            SinkValue::Json => json::decode(value)?,
-        };
-        Ok((key, value))
+    pub fn decode(&self, key: Option<&[u8]>, value: &[u8]) -> Result<(Value, Value), FormatError> {
+        Ok((decode_key(self.key_format, key)?, self.reader.decode(value)?))
     }
 }
 
-/// Encodes a value as a source of `plan` expects it, for feeding a source in tests and tools.
-pub fn encode_source_value(
-    plan: &Plan,
-    index: usize,
-    value: &Value,
-    registry: &dyn SchemaRegistry,
-) -> Result<Vec<u8>, FormatError> {
-    let source = &plan.sources[index];
-    encode_value(source.spec.format, source.schema.as_ref(), &source.spec.topic, value, registry)
+/// Encodes keys and values the way one source or table topic carries them — what a producer
+/// upstream of Eddy does — to feed topologies in tests and tools.
+pub struct InputEncoder {
+    value: ValueEncoder,
+    key_format: KeyFormat,
+    /// For a Debezium table: the primary key column, named in delete events.
+    debezium_key: Option<String>,
 }
 
-/// Encodes a row change as table `index` of `plan` expects it: the row (`None`: a delete of
-/// the row with `key`). A Debezium table gets a change event (`op` `r`, or `d` for a delete);
-/// other formats get the row, and a delete is a tombstone (`None`).
-pub fn encode_table_value(
-    plan: &Plan,
-    index: usize,
-    key: &Value,
-    row: Option<&Value>,
-    registry: &dyn SchemaRegistry,
-) -> Result<Option<Vec<u8>>, FormatError> {
-    let table = &plan.tables[index];
-    match (table.spec.format, row) {
-        (Format::Debezium, Some(row)) => {
-            json::encode(&Value::from([("op", Value::from("r")), ("after", row.clone())])).map(Some)
-        }
-        (Format::Debezium, None) => {
-            let field = table.spec.key.clone().unwrap_or_else(|| "id".to_owned());
-            let before = Value::Map([(field, key.clone())].into_iter().collect());
-            json::encode(&Value::from([("op", Value::from("d")), ("before", before)])).map(Some)
-        }
-        (format, Some(row)) => {
-            encode_value(format, table.schema.as_ref(), &table.spec.topic, row, registry).map(Some)
-        }
-        (_, None) => Ok(None),
+impl InputEncoder {
+    /// The encoder of source `index` of `plan`.
+    pub fn for_source(
+        plan: &Plan,
+        index: usize,
+        registry: &dyn SchemaRegistry,
+    ) -> Result<Self, FormatError> {
+        let spec = &plan.sources[index].spec;
+        Ok(InputEncoder {
+            value: ValueEncoder::new(
+                spec.format,
+                plan.sources[index].schema.as_ref(),
+                &spec.topic,
+                registry,
+            )?,
+            key_format: spec.key_format,
+            debezium_key: None,
+        })
     }
-}
 
-fn encode_value(
-    format: Format,
-    schema: Option<&crate::format::AvroSchema>,
-    topic: &str,
-    value: &Value,
-    registry: &dyn SchemaRegistry,
-) -> Result<Vec<u8>, FormatError> {
-    match (format, schema) {
-        (Format::Avro, Some(schema)) => {
-            AvroEncoder::new(registry, &format!("{topic}-value"), schema.clone())?.encode(value)
-        }
-        _ => json::encode(value),
+    /// The encoder of table `index` of `plan`.
+    pub fn for_table(
+        plan: &Plan,
+        index: usize,
+        registry: &dyn SchemaRegistry,
+    ) -> Result<Self, FormatError> {
+        let spec = &plan.tables[index].spec;
+        let debezium_key = (spec.format == Format::Debezium)
+            .then(|| spec.key.clone().unwrap_or_else(|| "id".to_owned()));
+        Ok(InputEncoder {
+            value: ValueEncoder::new(
+                spec.format,
+                plan.tables[index].schema.as_ref(),
+                &spec.topic,
+                registry,
+            )?,
+            key_format: spec.key_format,
+            debezium_key,
+        })
     }
-}
 
-/// Encodes a key in a source's key format.
-pub fn encode_source_key(
-    plan: &Plan,
-    index: usize,
-    key: &Value,
-) -> Result<Option<Vec<u8>>, FormatError> {
-    encode_key(plan.sources[index].spec.key_format, key)
-}
+    /// Encodes a record key.
+    pub fn key(&self, key: &Value) -> Result<Option<Vec<u8>>, FormatError> {
+        encode_key(self.key_format, key)
+    }
 
-/// Encodes a key in a table's key format.
-pub fn encode_table_key(
-    plan: &Plan,
-    index: usize,
-    key: &Value,
-) -> Result<Option<Vec<u8>>, FormatError> {
-    encode_key(plan.tables[index].spec.key_format, key)
+    /// Encodes a record value.
+    pub fn value(&self, value: &Value) -> Result<Vec<u8>, FormatError> {
+        self.value.encode(value)
+    }
+
+    /// Encodes a table row change: the row, or (`None`) a delete of the row with `key`. A
+    /// Debezium table gets a change event (`op` `r`, or `d` naming the key); other formats get
+    /// the row, and a delete is a tombstone (`None`).
+    pub fn change(&self, key: &Value, row: Option<&Value>) -> Result<Option<Vec<u8>>, FormatError> {
+        match (&self.debezium_key, row) {
+            (Some(_), Some(row)) => {
+                json::encode(&Value::from([("op", Value::from("r")), ("after", row.clone())]))
+                    .map(Some)
+            }
+            (Some(field), None) => {
+                let before = Value::Map([(field.clone(), key.clone())].into_iter().collect());
+                json::encode(&Value::from([("op", Value::from("d")), ("before", before)])).map(Some)
+            }
+            (None, Some(row)) => self.value.encode(row).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
 }

@@ -49,7 +49,7 @@ pub struct Task {
     /// Operators by node index (`None` for nodes of other sub-topologies).
     operators: Vec<Option<Operator>>,
     /// The nodes reading each input, in plan order.
-    consumers: HashMap<Input, Vec<usize>>,
+    consumers: HashMap<Input, Arc<[usize]>>,
     /// The sinks reading each input.
     sinks: HashMap<Input, Vec<usize>>,
     /// Nodes of this sub-topology, in plan order (for stream-time callbacks).
@@ -69,6 +69,7 @@ impl Task {
             operators[node] = Some(Operator::build(&plan, node));
             consumers.entry(plan.nodes[node].input).or_default().push(node);
         }
+        let consumers = consumers.into_iter().map(|(input, nodes)| (input, nodes.into())).collect();
         let mut sinks: HashMap<Input, Vec<usize>> = HashMap::new();
         for (index, sink) in plan.sinks.iter().enumerate() {
             sinks.entry(sink.input).or_default().push(index);
@@ -157,16 +158,13 @@ impl Task {
         stores: &mut dyn Stores,
         out: &mut Vec<Output>,
     ) -> Result<(), OperatorError> {
-        let plan = Arc::clone(&self.plan);
         if let Some(sinks) = self.sinks.get(&from) {
+            let plan = &*self.plan;
             for &sink in sinks {
                 let keep = match &plan.sinks[sink].where_ {
-                    Some(condition) => eval_bool(condition, &record).map_err(|source| {
-                        OperatorError::BadRecord {
-                            operator: format!("sink {}", plan.sinks[sink].spec.name),
-                            source,
-                        }
-                    })?,
+                    Some(condition) => eval_bool(condition, &record).map_err(
+                        OperatorError::bad_record(&format!("sink {}", plan.sinks[sink].spec.name)),
+                    )?,
                     None => true,
                 };
                 if keep {
@@ -174,10 +172,11 @@ impl Task {
                 }
             }
         }
-        let Some(consumers) = self.consumers.get(&from).cloned() else { return Ok(()) };
+        // An Arc, so walking the consumers while running them costs no allocation.
+        let Some(consumers) = self.consumers.get(&from).map(Arc::clone) else { return Ok(()) };
         let last = consumers.len().saturating_sub(1);
         let mut record = Some(record);
-        for (position, node) in consumers.into_iter().enumerate() {
+        for (position, &node) in consumers.iter().enumerate() {
             let input = if position == last { record.take() } else { record.clone() };
             let Some(input) = input else { break };
             let mut emitted = self.scratch.pop().unwrap_or_default();
