@@ -453,7 +453,7 @@ fn complete_input(source: &crate::spec::SourceSpec, record: &TestRecord, timesta
         if let Some(field) = &source.timestamp {
             fields.entry(field.clone()).or_insert(Value::Int(timestamp));
         }
-        if let Some(field) = &source.key
+        if let Some(field) = &source.feed.key
             && !record.key.is_null()
         {
             fields.entry(field.clone()).or_insert_with(|| record.key.clone());

@@ -38,13 +38,13 @@ pub fn describe_text(plan: &Plan) -> String {
             out,
             "  table {} <- topic {} ({}, {}), keyed by {} : {}; store '{}' restored from {}",
             table.spec.name,
-            table.spec.topic,
-            format_word(table.spec.format),
+            table.spec.feed.topic,
+            format_word(table.spec.feed.format),
             match table.spec.mode {
                 TableMode::Global => "global",
                 TableMode::Copartitioned => "copartitioned",
             },
-            table.spec.key.as_deref().unwrap_or("the record key"),
+            table.spec.feed.key.as_deref().unwrap_or("the record key"),
             table.key,
             store.name,
             store.restore_from,
@@ -62,10 +62,10 @@ pub fn describe_text(plan: &Plan) -> String {
                 out,
                 "    source {} <- topic {} ({}{}), key {} : {}, event time {}",
                 source.spec.name,
-                source.spec.topic,
-                format_word(source.spec.format),
-                source.spec.schema.as_ref().map(|s| format!(" {s}")).unwrap_or_default(),
-                source.spec.key.as_deref().unwrap_or("record key"),
+                source.spec.feed.topic,
+                format_word(source.spec.feed.format),
+                source.spec.feed.schema.as_ref().map(|s| format!(" {s}")).unwrap_or_default(),
+                source.spec.feed.key.as_deref().unwrap_or("record key"),
                 source.key,
                 source.spec.timestamp.as_deref().unwrap_or("record timestamp"),
             );
@@ -202,7 +202,7 @@ fn edges(plan: &Plan) -> Vec<(String, String, String)> {
     let mut edges = Vec::new();
     for source in &plan.sources {
         edges.push((
-            format!("topic_{}", source.spec.topic),
+            format!("topic_{}", source.spec.feed.topic),
             format!("source_{}", source.spec.name),
             String::new(),
         ));
@@ -225,7 +225,7 @@ fn edges(plan: &Plan) -> Vec<(String, String, String)> {
     }
     for table in &plan.tables {
         edges.push((
-            format!("topic_{}", table.spec.topic),
+            format!("topic_{}", table.spec.feed.topic),
             format!("table_{}", table.spec.name),
             String::new(),
         ));
@@ -244,8 +244,8 @@ fn edges(plan: &Plan) -> Vec<(String, String, String)> {
 /// Every node of the graph: id, label, shape class.
 fn vertices(plan: &Plan) -> Vec<(String, String, &'static str)> {
     let mut out = Vec::new();
-    let mut topics: Vec<&str> = plan.sources.iter().map(|s| s.spec.topic.as_str()).collect();
-    topics.extend(plan.tables.iter().map(|t| t.spec.topic.as_str()));
+    let mut topics: Vec<&str> = plan.sources.iter().map(|s| s.spec.feed.topic.as_str()).collect();
+    topics.extend(plan.tables.iter().map(|t| t.spec.feed.topic.as_str()));
     topics.extend(plan.sinks.iter().map(|s| s.spec.topic.as_str()));
     topics.extend(plan.internal_topics.iter().map(|t| t.name.as_str()));
     topics.sort_unstable();

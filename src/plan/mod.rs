@@ -19,8 +19,8 @@ use crate::expr::{Expr, Scope};
 use crate::format::{AvroSchema, OfflineRegistry, avro::load_dir};
 use crate::hint;
 use crate::spec::{
-    Emit, Format, Invalid, JoinMode, KeyFormat, OperatorKind, OperatorSpec, Problem, SinkSpec,
-    SourceSpec, TableMode, TableSpec, TestCase, TopologySpec, WindowSpec,
+    Emit, Feed, Format, Invalid, JoinMode, KeyFormat, OperatorKind, OperatorSpec, Problem,
+    SinkSpec, SourceSpec, TableMode, TableSpec, TestCase, TopologySpec, WindowSpec,
 };
 use crate::state::StoreKind;
 use crate::types::Type;
@@ -321,8 +321,8 @@ impl Compiler {
         let schemas = match load_dir(&schema_dir) {
             Ok(schemas) => schemas,
             Err(error) => {
-                let any_avro = spec.sources.iter().any(|s| s.schema.is_some())
-                    || spec.tables.iter().any(|t| t.schema.is_some())
+                let any_avro = spec.sources.iter().any(|s| s.feed.schema.is_some())
+                    || spec.tables.iter().any(|t| t.feed.schema.is_some())
                     || spec.sinks.iter().any(|s| s.schema.is_some());
                 if any_avro {
                     self.report(
@@ -573,18 +573,39 @@ impl Compiler {
         found
     }
 
+    /// The schema, value type and key type of a source's or table's feed at `path`.
+    fn feed(
+        &mut self,
+        path: &str,
+        feed: &Feed,
+        schemas: &BTreeMap<String, AvroSchema>,
+    ) -> (Option<AvroSchema>, Type, Type) {
+        let schema = feed.schema.as_ref().and_then(|file| self.schema(path, file, schemas));
+        let value = schema.as_ref().map(Type::of_avro).unwrap_or(Type::Any);
+        let key = match (&feed.key, feed.key_format) {
+            (Some(field), _) => {
+                self.field(format!("{path}.key"), field, &value, "key field").unwrap_or(Type::Any)
+            }
+            (None, KeyFormat::String) => Type::String,
+            (None, KeyFormat::Json) => Type::Any,
+        };
+        if feed.format == Format::Debezium && feed.key.is_none() {
+            self.report(
+                format!("{path}.key"),
+                "a Debezium source or table needs `key:` naming its primary key column",
+                Some("e.g. `key: id`".into()),
+            );
+        }
+        (schema, value, key)
+    }
+
     fn source(
         &mut self,
         source: &SourceSpec,
         schemas: &BTreeMap<String, AvroSchema>,
     ) -> SourcePlan {
         let path = format!("sources.{}", source.name);
-        let schema = source.schema.as_ref().and_then(|file| self.schema(&path, file, schemas));
-        let value = match (&schema, source.format) {
-            (Some(schema), _) => Type::of_avro(schema),
-            (None, _) => Type::Any,
-        };
-        let key = self.key_type(&path, source.key.as_deref(), source.key_format, &value);
+        let (schema, value, key) = self.feed(&path, &source.feed, schemas);
         if let Some(field) = &source.timestamp
             && let Some(ty) =
                 self.field(format!("{path}.timestamp"), field, &value, "timestamp field")
@@ -599,42 +620,13 @@ impl Compiler {
         SourcePlan { spec: source.clone(), schema, value, key, subtopology: 0 }
     }
 
-    /// The key type of a source or table keyed by `field` of `value`, or by its record key.
-    fn key_type(
-        &mut self,
-        path: &str,
-        field: Option<&str>,
-        format: KeyFormat,
-        value: &Type,
-    ) -> Type {
-        match field {
-            Some(field) => {
-                self.field(format!("{path}.key"), field, value, "key field").unwrap_or(Type::Any)
-            }
-            None => match format {
-                KeyFormat::String => Type::String,
-                KeyFormat::Json => Type::Any,
-            },
-        }
-    }
-
     fn table(
         &mut self,
         table: &TableSpec,
         index: usize,
         schemas: &BTreeMap<String, AvroSchema>,
     ) -> TablePlan {
-        let path = format!("tables.{}", table.name);
-        let schema = table.schema.as_ref().and_then(|file| self.schema(&path, file, schemas));
-        let row = schema.as_ref().map(Type::of_avro).unwrap_or(Type::Any);
-        let key = self.key_type(&path, table.key.as_deref(), table.key_format, &row);
-        if table.format == Format::Debezium && table.key.is_none() {
-            self.report(
-                format!("{path}.key"),
-                "a Debezium table needs `key:` naming its primary key column",
-                Some("e.g. `key: id`".into()),
-            );
-        }
+        let (schema, row, key) = self.feed(&format!("tables.{}", table.name), &table.feed, schemas);
         TablePlan { spec: table.clone(), schema, row, key, store: index }
     }
 
@@ -921,7 +913,7 @@ impl Compiler {
             plan.stores.push(StorePlan {
                 name: table.spec.name.clone(),
                 kind: StoreKind::Kv,
-                restore_from: table.spec.topic.clone(),
+                restore_from: table.spec.feed.topic.clone(),
                 owner: format!("table {}", table.spec.name),
             });
         }
@@ -933,7 +925,7 @@ impl Compiler {
                     continue;
                 }
                 let stream = &plan.subtopologies[node.subtopology].partitions;
-                if let (Partitions::Exactly(a), Some(b)) = (stream, table.spec.partitions)
+                if let (Partitions::Exactly(a), Some(b)) = (stream, table.spec.feed.partitions)
                     && *a != b
                 {
                     self.report(
@@ -961,8 +953,8 @@ fn types_of<'p>(
 
 /// The partitions of a source's topic, as far as the spec knows.
 fn source_partitions(source: &SourceSpec) -> Partitions {
-    match source.partitions {
+    match source.feed.partitions {
         Some(n) => Partitions::Exactly(n),
-        None => Partitions::Like(source.topic.clone()),
+        None => Partitions::Like(source.feed.topic.clone()),
     }
 }

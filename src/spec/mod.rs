@@ -136,23 +136,30 @@ pub enum OnError {
     Fail,
 }
 
-/// An input stream.
+/// A topic Eddy reads and how its records are encoded: what sources and tables share.
 #[derive(Clone, Debug)]
-pub struct SourceSpec {
-    /// The name operators use as `input`.
-    pub name: String,
+pub struct Feed {
     /// The topic.
     pub topic: String,
     /// Partitions to create the topic with, when Eddy creates it (demo, tests).
     pub partitions: Option<i64>,
     /// The value format.
     pub format: Format,
-    /// The reader schema (a file in `avro/`), for Avro.
+    /// The reader schema (a file in `avro/`), for Avro; for Debezium, of the `after` row.
     pub schema: Option<String>,
     /// A value field to key records by; without it, the record key is the key.
     pub key: Option<String>,
     /// The key format.
     pub key_format: KeyFormat,
+}
+
+/// An input stream.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    /// The name operators use as `input`.
+    pub name: String,
+    /// Its topic and encoding.
+    pub feed: Feed,
     /// The value field holding event time (milliseconds); without it, the record timestamp.
     pub timestamp: Option<String>,
     /// What to do with a bad record.
@@ -173,18 +180,8 @@ pub enum TableMode {
 pub struct TableSpec {
     /// The name joins use as `table`.
     pub name: String,
-    /// The topic.
-    pub topic: String,
-    /// Partitions to create the topic with, when Eddy creates it.
-    pub partitions: Option<i64>,
-    /// The value format.
-    pub format: Format,
-    /// The row schema (a file in `avro/`), for Avro; for Debezium, of the `after` row.
-    pub schema: Option<String>,
-    /// A row field to key rows by; without it, the record key is the key.
-    pub key: Option<String>,
-    /// The key format.
-    pub key_format: KeyFormat,
+    /// Its topic and encoding.
+    pub feed: Feed,
     /// Global or co-partitioned.
     pub mode: TableMode,
 }
@@ -410,8 +407,8 @@ impl TopologySpec {
 
     /// Every topic the topology reads or writes, with the partitions it asks for, by name.
     pub fn external_topics(&self) -> BTreeMap<&str, Option<i64>> {
-        let sources = self.sources.iter().map(|s| (s.topic.as_str(), s.partitions));
-        let tables = self.tables.iter().map(|t| (t.topic.as_str(), t.partitions));
+        let sources = self.sources.iter().map(|s| (s.feed.topic.as_str(), s.feed.partitions));
+        let tables = self.tables.iter().map(|t| (t.feed.topic.as_str(), t.feed.partitions));
         let sinks = self.sinks.iter().map(|s| (s.topic.as_str(), s.partitions));
         let mut topics = BTreeMap::new();
         for (topic, partitions) in sources.chain(tables).chain(sinks) {
@@ -580,47 +577,48 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
     amount.checked_mul(scale).ok_or_else(|| "it is too large".into())
 }
 
-fn read_source(name: String, obj: &Obj<'_>) -> Option<SourceSpec> {
-    let topic = obj.required_string("topic");
-    let spec = SourceSpec {
-        name,
-        topic: topic.unwrap_or_default(),
-        partitions: obj.positive("partitions"),
-        format: obj.choice("format", &FORMATS).unwrap_or(Format::Json),
-        schema: obj.string("schema"),
-        key: obj.string("key"),
-        key_format: obj.choice("key_format", &KEY_FORMATS).unwrap_or(KeyFormat::String),
-        timestamp: obj.string("timestamp"),
-        on_error: obj
-            .choice("on_error", &[("continue", OnError::Continue), ("fail", OnError::Fail)])
-            .unwrap_or(OnError::Continue),
-    };
-    check_schema(obj, spec.format, spec.schema.as_deref());
-    Some(spec)
-}
-
-fn read_table(name: String, obj: &Obj<'_>) -> Option<TableSpec> {
+/// The topic and encoding fields sources and tables share.
+fn read_feed(obj: &Obj<'_>) -> Feed {
+    let topic = obj.required_string("topic").unwrap_or_default();
+    let partitions = obj.positive("partitions");
     let format = obj.choice("format", &FORMATS).unwrap_or(Format::Json);
     // Debezium keys records by the primary key as a JSON struct.
     let default_key_format =
         if format == Format::Debezium { KeyFormat::Json } else { KeyFormat::String };
-    let spec = TableSpec {
-        name,
-        topic: obj.required_string("topic").unwrap_or_default(),
-        partitions: obj.positive("partitions"),
+    let feed = Feed {
+        topic,
+        partitions,
         format,
         schema: obj.string("schema"),
         key: obj.string("key"),
         key_format: obj.choice("key_format", &KEY_FORMATS).unwrap_or(default_key_format),
+    };
+    check_schema(obj, feed.format, feed.schema.as_deref());
+    feed
+}
+
+fn read_source(name: String, obj: &Obj<'_>) -> Option<SourceSpec> {
+    Some(SourceSpec {
+        name,
+        feed: read_feed(obj),
+        timestamp: obj.string("timestamp"),
+        on_error: obj
+            .choice("on_error", &[("continue", OnError::Continue), ("fail", OnError::Fail)])
+            .unwrap_or(OnError::Continue),
+    })
+}
+
+fn read_table(name: String, obj: &Obj<'_>) -> Option<TableSpec> {
+    Some(TableSpec {
+        name,
+        feed: read_feed(obj),
         mode: obj
             .choice(
                 "mode",
                 &[("global", TableMode::Global), ("copartitioned", TableMode::Copartitioned)],
             )
             .unwrap_or(TableMode::Global),
-    };
-    check_schema(obj, spec.format, spec.schema.as_deref());
-    Some(spec)
+    })
 }
 
 /// Avro needs a schema; other formats may name one (Debezium: the row schema).
@@ -877,7 +875,7 @@ tests:
         assert_eq!(spec.settings.commit_interval_ms, 50);
         assert_eq!(spec.settings.memory_budget_bytes, 64 << 20);
         assert_eq!(spec.settings.dead_letter_topic, "shop-dead-letters");
-        assert_eq!(spec.sources[0].partitions, Some(4));
+        assert_eq!(spec.sources[0].feed.partitions, Some(4));
         assert_eq!(spec.operators[1].kind.word(), "join");
         assert_eq!(spec.tests[0].input[0].1[0].timestamp, Some(60_000));
         assert_eq!(spec.external_topics().len(), 3);

@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use crate::format::{AvroDecoder, AvroEncoder, FormatError, SchemaRegistry, json};
+use crate::format::{AvroDecoder, AvroEncoder, AvroSchema, FormatError, SchemaRegistry, json};
 use crate::operator::Record;
 use crate::plan::Plan;
-use crate::spec::{Format, KeyFormat};
+use crate::spec::{Feed, Format, KeyFormat};
 use crate::value::Value;
 
 /// Decodes record values of one topic.
@@ -23,7 +23,7 @@ enum ValueDecoder {
 impl ValueDecoder {
     fn new(
         format: Format,
-        schema: Option<&crate::format::AvroSchema>,
+        schema: Option<&AvroSchema>,
         registry: &Arc<dyn SchemaRegistry>,
     ) -> Self {
         match format {
@@ -74,11 +74,34 @@ fn required<'v>(value: &'v Value, field: &str, what: &str) -> Result<&'v Value, 
     }
 }
 
-/// Decodes the records of one source.
-pub struct SourceCodec {
+/// Decodes values and keys as one feed (a source's or table's topic) declares them.
+struct FeedDecoder {
     value: ValueDecoder,
     key_field: Option<String>,
     key_format: KeyFormat,
+}
+
+impl FeedDecoder {
+    fn new(feed: &Feed, schema: Option<&AvroSchema>, registry: &Arc<dyn SchemaRegistry>) -> Self {
+        FeedDecoder {
+            value: ValueDecoder::new(feed.format, schema, registry),
+            key_field: feed.key.clone(),
+            key_format: feed.key_format,
+        }
+    }
+
+    /// The key: field `key` of the decoded `value`, or the decoded record key.
+    fn key(&self, key: Option<&[u8]>, value: &Value) -> Result<Value, FormatError> {
+        match &self.key_field {
+            Some(field) => Ok(required(value, field, "key field")?.clone()),
+            None => decode_key(self.key_format, key),
+        }
+    }
+}
+
+/// Decodes the records of one source.
+pub struct SourceCodec {
+    feed: FeedDecoder,
     timestamp_field: Option<String>,
 }
 
@@ -87,9 +110,7 @@ impl SourceCodec {
     pub fn new(plan: &Plan, index: usize, registry: &Arc<dyn SchemaRegistry>) -> Self {
         let source = &plan.sources[index];
         SourceCodec {
-            value: ValueDecoder::new(source.spec.format, source.schema.as_ref(), registry),
-            key_field: source.spec.key.clone(),
-            key_format: source.spec.key_format,
+            feed: FeedDecoder::new(&source.spec.feed, source.schema.as_ref(), registry),
             timestamp_field: source.spec.timestamp.clone(),
         }
     }
@@ -102,7 +123,7 @@ impl SourceCodec {
         timestamp: i64,
     ) -> Result<Record, FormatError> {
         let value = match value {
-            Some(bytes) => self.value.decode(bytes)?,
+            Some(bytes) => self.feed.value.decode(bytes)?,
             None => {
                 return Err(FormatError::Mismatch {
                     path: "(value)".into(),
@@ -110,10 +131,7 @@ impl SourceCodec {
                 });
             }
         };
-        let key = match &self.key_field {
-            Some(field) => required(&value, field, "key field")?.clone(),
-            None => decode_key(self.key_format, key)?,
-        };
+        let key = self.feed.key(key, &value)?;
         let timestamp = match &self.timestamp_field {
             Some(field) => {
                 required(&value, field, "timestamp field")?.as_i64().ok_or_else(|| {
@@ -140,20 +158,14 @@ pub struct TableChange {
 
 /// Decodes the records of one table topic.
 pub struct TableCodec {
-    value: ValueDecoder,
-    key_field: Option<String>,
-    key_format: KeyFormat,
+    feed: FeedDecoder,
 }
 
 impl TableCodec {
     /// The codec of table `index` of `plan`.
     pub fn new(plan: &Plan, index: usize, registry: &Arc<dyn SchemaRegistry>) -> Self {
         let table = &plan.tables[index];
-        TableCodec {
-            value: ValueDecoder::new(table.spec.format, table.schema.as_ref(), registry),
-            key_field: table.spec.key.clone(),
-            key_format: table.spec.key_format,
-        }
+        TableCodec { feed: FeedDecoder::new(&table.spec.feed, table.schema.as_ref(), registry) }
     }
 
     /// Decodes one table record: a row, or a delete (a tombstone, or a Debezium `d` event).
@@ -162,11 +174,10 @@ impl TableCodec {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<TableChange, FormatError> {
-        let record_key = || decode_key(self.key_format, key);
         let Some(bytes) = value else {
             // A tombstone deletes the row its record key names.
-            let key = record_key()?;
-            let key = match (&self.key_field, key) {
+            let key = decode_key(self.feed.key_format, key)?;
+            let key = match (&self.feed.key_field, key) {
                 (Some(field), Value::Map(mut fields)) => {
                     // A JSON converter with schemas wraps the key struct in `payload`.
                     let mut key_struct = match fields.remove("payload") {
@@ -183,15 +194,12 @@ impl TableCodec {
             };
             return Ok(TableChange { key, row: None });
         };
-        let decoded = self.value.decode(bytes)?;
-        let (row, deleted) = match self.value {
+        let decoded = self.feed.value.decode(bytes)?;
+        let (row, deleted) = match self.feed.value {
             ValueDecoder::Debezium => debezium_row(decoded)?,
             _ => (decoded, false),
         };
-        let key = match &self.key_field {
-            Some(field) => required(&row, field, "key field")?.clone(),
-            None => record_key()?,
-        };
+        let key = self.feed.key(key, &row)?;
         Ok(TableChange { key, row: (!deleted).then_some(row) })
     }
 }
@@ -228,7 +236,7 @@ impl ValueEncoder {
     /// topic's value subject, once), else JSON.
     fn new(
         format: Format,
-        schema: Option<&crate::format::AvroSchema>,
+        schema: Option<&AvroSchema>,
         topic: &str,
         registry: &dyn SchemaRegistry,
     ) -> Result<Self, FormatError> {
@@ -307,17 +315,8 @@ impl InputEncoder {
         index: usize,
         registry: &dyn SchemaRegistry,
     ) -> Result<Self, FormatError> {
-        let spec = &plan.sources[index].spec;
-        Ok(InputEncoder {
-            value: ValueEncoder::new(
-                spec.format,
-                plan.sources[index].schema.as_ref(),
-                &spec.topic,
-                registry,
-            )?,
-            key_format: spec.key_format,
-            debezium_key: None,
-        })
+        let source = &plan.sources[index];
+        Self::new(&source.spec.feed, source.schema.as_ref(), registry)
     }
 
     /// The encoder of table `index` of `plan`.
@@ -326,17 +325,20 @@ impl InputEncoder {
         index: usize,
         registry: &dyn SchemaRegistry,
     ) -> Result<Self, FormatError> {
-        let spec = &plan.tables[index].spec;
-        let debezium_key = (spec.format == Format::Debezium)
-            .then(|| spec.key.clone().unwrap_or_else(|| "id".to_owned()));
+        let table = &plan.tables[index];
+        Self::new(&table.spec.feed, table.schema.as_ref(), registry)
+    }
+
+    fn new(
+        feed: &Feed,
+        schema: Option<&AvroSchema>,
+        registry: &dyn SchemaRegistry,
+    ) -> Result<Self, FormatError> {
+        let debezium_key = (feed.format == Format::Debezium)
+            .then(|| feed.key.clone().unwrap_or_else(|| "id".to_owned()));
         Ok(InputEncoder {
-            value: ValueEncoder::new(
-                spec.format,
-                plan.tables[index].schema.as_ref(),
-                &spec.topic,
-                registry,
-            )?,
-            key_format: spec.key_format,
+            value: ValueEncoder::new(feed.format, schema, &feed.topic, registry)?,
+            key_format: feed.key_format,
             debezium_key,
         })
     }
