@@ -4,9 +4,11 @@
 //! application id split the input partitions through Kafka's consumer-group protocol. See
 //! `DESIGN.md` in the shared folder for the architecture; each module's docs say what it owns.
 
+pub mod bench;
 pub mod check;
 pub mod expr;
 pub mod format;
+pub mod generate;
 pub mod hint;
 pub mod kafka;
 pub mod operator;

@@ -8,9 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use eddy::check::check_topics;
+use eddy::generate::GeneratorConfig;
 use eddy::kafka::{KafkaSettings, TopicSpec};
 use eddy::spec::TopologySpec;
-use eddy::{plan, testkit};
+use eddy::{bench, plan, testkit};
 
 #[derive(Parser)]
 #[command(name = "eddy", version, about = "A stateful stream processor for clickstream analytics.")]
@@ -71,6 +72,25 @@ enum Command {
         /// Topology files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Measure a topology's in-process throughput on generated clickstream, with RocksDB
+    /// state and no broker: events/s per core and peak memory.
+    Bench {
+        /// The topology file (its first source takes clicks).
+        #[arg(default_value = "topologies/clickstream.yaml")]
+        file: PathBuf,
+        /// Timed events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Events before timing starts.
+        #[arg(long, default_value_t = 100_000)]
+        warmup: usize,
+        /// Records between state commits.
+        #[arg(long, default_value_t = 10_000)]
+        commit_every: usize,
+        /// Generator seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Create the topics a topology reads and writes (when missing) and round-trip records
     /// through every partition of each, proving the cluster is usable.
@@ -163,6 +183,35 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{passed} passed, {failed} failed");
             return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Bench { file, events, warmup, commit_every, seed } => {
+            let plan = Arc::new(plan::load(file)?);
+            let config = bench::BenchConfig {
+                events: *events,
+                warmup: *warmup,
+                commit_every: *commit_every,
+                generator: GeneratorConfig { seed: *seed, ..GeneratorConfig::default() },
+            };
+            println!(
+                "{}: {} events after {} warm-up, commit every {}",
+                file.display(),
+                events,
+                warmup,
+                commit_every
+            );
+            let report = bench::run(plan, &config)?;
+            println!(
+                "{:.0} events/s per core (CPU {:.2} s), {:.0} events/s wall ({:.2} s), peak RSS {} MiB",
+                report.events_per_cpu_second(),
+                report.cpu_seconds,
+                report.events_per_second(),
+                report.wall_seconds,
+                report.peak_rss_bytes >> 20
+            );
+            for (sink, count) in &report.outputs {
+                println!("  {sink:<24} {count:>10} records");
+            }
+            println!("  {:<24} {:>10} records", "(dead letters)", report.dead_letters);
         }
         Command::Check { file, partitions, replication, records } => {
             let topology = TopologySpec::read(file)?;

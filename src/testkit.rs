@@ -192,11 +192,32 @@ impl TopologyDriver {
         value: &Value,
         timestamp: i64,
     ) -> Result<(), DriverError> {
+        let (key, value) = self.encode_input(source, key, value)?;
+        self.pipe_bytes(source, key.as_deref(), Some(&value), timestamp)
+    }
+
+    /// Encodes a record the way source `source` receives it (key bytes, value bytes), so a
+    /// benchmark can encode its input before it starts timing.
+    pub fn encode_input(
+        &self,
+        source: &str,
+        key: &Value,
+        value: &Value,
+    ) -> Result<(Option<Vec<u8>>, Vec<u8>), DriverError> {
         let encoder = &self.source_encoders[self.source_index(source)?];
         let encode_error = |error| DriverError::Encode { name: source.to_owned(), source: error };
         let key = encoder.key(key).map_err(encode_error)?;
         let value = encoder.value(value).map_err(encode_error)?;
-        self.pipe_bytes(source, key.as_deref(), Some(&value), timestamp)
+        Ok((key, value))
+    }
+
+    /// Forgets the sink records not read yet, adding how many each sink had to `counts` (by
+    /// sink index): a benchmark's way to keep output from piling up in memory.
+    pub fn drain_outputs(&mut self, counts: &mut [usize]) {
+        for (count, output) in counts.iter_mut().zip(&mut self.outputs) {
+            *count += output.len();
+            output.clear();
+        }
     }
 
     /// Feeds raw record bytes to source `source`, as the broker would deliver them.
@@ -556,4 +577,14 @@ fn show(value: &Value) -> String {
         Value::Float(f) => f.to_string(),
         Value::Bytes(b) => format!("{} bytes", b.len()),
     }
+}
+
+/// A driver for a topology written inline, for unit tests of operators (the file name in
+/// messages is `test.yaml`).
+#[cfg(test)]
+pub(crate) fn driver_for(yaml: &str) -> TopologyDriver {
+    let spec = crate::spec::TopologySpec::parse(std::path::Path::new("test.yaml"), yaml)
+        .unwrap_or_else(|invalid| panic!("{invalid}"));
+    let plan = crate::plan::compile(spec).unwrap_or_else(|invalid| panic!("{invalid}"));
+    TopologyDriver::new(Arc::new(plan)).expect("a driver")
 }

@@ -119,6 +119,13 @@ impl<const N: usize> From<[(&str, Value); N]> for Value {
 #[error("stored value does not decode: {0}")]
 pub struct DecodeError(&'static str);
 
+impl DecodeError {
+    /// A decode error saying `what` was wrong; for operators decoding their own state layouts.
+    pub(crate) fn new(what: &'static str) -> Self {
+        DecodeError(what)
+    }
+}
+
 /// Tags of the binary encoding.
 const NULL: u8 = 0;
 const FALSE: u8 = 1;

@@ -7,17 +7,25 @@
 //! Kafka or RocksDB — so the broker-free test driver runs them exactly as production does, and
 //! a replay after a crash reproduces the same output.
 
+mod bots;
 mod count;
 mod filter;
 mod join;
 mod map;
 mod rekey;
+mod sessionize;
+mod top;
 
+pub use bots::{BotReason, BotRules, BotRulesError, DetectBots, MAX_REGULAR_EVENTS};
 pub use count::Count;
 pub use filter::Filter;
 pub use join::Join;
 pub use map::Map;
 pub use rekey::Rekey;
+pub use sessionize::Sessionize;
+pub use top::Top;
+
+use std::sync::Arc;
 
 use crate::expr::{EvalError, Expr};
 use crate::plan::{OperatorPlan, Plan};
@@ -101,6 +109,12 @@ pub enum Operator {
     Join(Join),
     /// `type: count`.
     Count(Count),
+    /// `type: top`.
+    Top(Top),
+    /// `type: sessionize`.
+    Sessionize(Sessionize),
+    /// `type: detect_bots`.
+    DetectBots(DetectBots),
 }
 
 impl Operator {
@@ -113,7 +127,9 @@ impl Operator {
             OperatorPlan::Map { select, set, drop } => {
                 Operator::Map(Map::new(name, select.clone(), set.clone(), drop.clone()))
             }
-            OperatorPlan::Rekey { key, .. } => Operator::Rekey(Rekey::new(name, key.clone())),
+            OperatorPlan::Rekey { key, keep_key_as, .. } => {
+                Operator::Rekey(Rekey::new(name, key.clone(), keep_key_as.clone()))
+            }
             OperatorPlan::Join { table, on, mode, fields, as_ } => Operator::Join(Join::new(
                 name,
                 plan.tables[*table].store,
@@ -122,25 +138,64 @@ impl Operator {
                 fields.clone(),
                 as_.clone(),
             )),
-            OperatorPlan::Count { window, emit, store } => {
-                Operator::Count(Count::new(name, *store, *window, *emit))
+            OperatorPlan::Count { window, emit, sums, distinct, store, aux_store } => {
+                Operator::Count(Count::new(
+                    name,
+                    (*store, *aux_store),
+                    *window,
+                    *emit,
+                    sums.clone(),
+                    distinct.clone(),
+                ))
+            }
+            OperatorPlan::Top { n, by, emit, size_ms, grace_ms, store } => Operator::Top(Top::new(
+                name,
+                *store,
+                (*n, by.clone()),
+                *emit,
+                (*size_ms, *grace_ms),
+            )),
+            OperatorPlan::Sessionize { gap_ms, grace_ms, page, emit, store } => {
+                Operator::Sessionize(Sessionize::new(
+                    name,
+                    *store,
+                    *gap_ms,
+                    *grace_ms,
+                    *emit,
+                    page.clone(),
+                ))
+            }
+            OperatorPlan::DetectBots { rules, limits, user_agent, ip, store } => {
+                Operator::DetectBots(DetectBots::new(
+                    name,
+                    *store,
+                    Arc::clone(rules),
+                    *limits,
+                    user_agent.clone(),
+                    ip.clone(),
+                ))
             }
         }
     }
 
-    /// Processes one record, appending what it emits to `out`.
+    /// Processes one record, appending what it emits to `out`, and the record itself to
+    /// `late` when it arrived after its window or session closed.
     pub fn process(
         &mut self,
         record: Record,
         ctx: &mut Context<'_>,
         out: &mut Vec<Record>,
+        late: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
         match self {
             Operator::Filter(op) => op.process(record, out),
             Operator::Map(op) => op.process(record, out),
             Operator::Rekey(op) => op.process(record, out),
             Operator::Join(op) => op.process(record, ctx, out),
-            Operator::Count(op) => op.process(record, ctx, out),
+            Operator::Count(op) => op.process(record, ctx, out, late),
+            Operator::Top(op) => op.process(record, ctx, out),
+            Operator::Sessionize(op) => op.process(record, ctx, out, late),
+            Operator::DetectBots(op) => op.process(record, ctx, out),
         }
     }
 
@@ -152,9 +207,13 @@ impl Operator {
     ) -> Result<(), OperatorError> {
         match self {
             Operator::Count(op) => op.on_stream_time(ctx, out),
-            Operator::Filter(_) | Operator::Map(_) | Operator::Rekey(_) | Operator::Join(_) => {
-                Ok(())
-            }
+            Operator::Top(op) => op.on_stream_time(ctx, out),
+            Operator::Sessionize(op) => op.on_stream_time(ctx, out),
+            Operator::Filter(_)
+            | Operator::Map(_)
+            | Operator::Rekey(_)
+            | Operator::Join(_)
+            | Operator::DetectBots(_) => Ok(()),
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{Input, OperatorPlan, Plan, TopicRole};
-use crate::spec::{Emit, Format, Guarantee, JoinMode, TableMode};
+use crate::spec::{Emit, Format, Guarantee, JoinMode, TableMode, WindowKind};
 
 /// A format as written in YAML.
 fn format_word(format: Format) -> &'static str {
@@ -111,21 +111,56 @@ pub fn describe_text(plan: &Plan) -> String {
                         node.key
                     );
                 }
-                OperatorPlan::Count { window, emit, store } => {
-                    let shape =
-                        if window.advance_ms == window.size_ms { "tumbling" } else { "hopping" };
+                OperatorPlan::Count { window, emit, sums, distinct, .. } => {
+                    let shape = match window.kind {
+                        WindowKind::Tumbling => "tumbling",
+                        WindowKind::Hopping => "hopping",
+                        WindowKind::Sliding => "sliding",
+                    };
+                    let _ = if window.kind == WindowKind::Sliding {
+                        write!(
+                            out,
+                            " sliding window of {} ms up to stream time, in {} ms buckets, emit {}",
+                            window.size_ms,
+                            window.advance_ms,
+                            emit_word(*emit),
+                        )
+                    } else {
+                        write!(
+                            out,
+                            " {shape} windows of {} ms every {} ms, grace {} ms, emit {}",
+                            window.size_ms,
+                            window.advance_ms,
+                            window.grace_ms,
+                            emit_word(*emit),
+                        )
+                    };
+                    for (what, list) in [("sum", sums), ("distinct", distinct)] {
+                        if !list.is_empty() {
+                            let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+                            let _ = write!(out, ", {what} [{}]", names.join(", "));
+                        }
+                    }
+                }
+                OperatorPlan::Top { n, by, emit, grace_ms, .. } => {
                     let _ = write!(
                         out,
-                        " {shape} windows of {} ms every {} ms, grace {} ms, emit {}; window store '{}' (changelog {})",
-                        window.size_ms,
-                        window.advance_ms,
-                        window.grace_ms,
-                        match emit {
-                            Emit::Final => "final",
-                            Emit::Updates => "updates",
-                        },
-                        plan.stores[*store].name,
-                        plan.stores[*store].restore_from
+                        " {n} items by {by} per window, grace {grace_ms} ms, emit {}",
+                        emit_word(*emit)
+                    );
+                }
+                OperatorPlan::Sessionize { gap_ms, grace_ms, page, emit, .. } => {
+                    let _ = write!(
+                        out,
+                        " sessions split by {gap_ms} ms of inactivity, grace {grace_ms} ms, pages from {page}, emit {}",
+                        emit_word(*emit)
+                    );
+                }
+                OperatorPlan::DetectBots { user_agent, ip, limits, .. } => {
+                    let _ = write!(
+                        out,
+                        " user agent {user_agent}, ip {ip}; over {} ms at most {} per key and {} per ip; bot from score {}",
+                        limits.window_ms, limits.max_per_key, limits.max_per_ip, limits.threshold
                     );
                 }
                 OperatorPlan::Join { table, on, mode, .. } => {
@@ -143,6 +178,16 @@ pub fn describe_text(plan: &Plan) -> String {
                 }
             }
             let _ = writeln!(out);
+            for store in plan.stores.iter().filter(|s| s.owner == format!("operator {}", node.name))
+            {
+                let _ = writeln!(
+                    out,
+                    "      {} store '{}' (changelog {})",
+                    store.kind.as_str(),
+                    store.name,
+                    store.restore_from
+                );
+            }
             let (value, key) = plan.types_of(node.input);
             if *key != node.key || *value != node.value {
                 let _ = writeln!(out, "      emits key {} value {}", node.key, node.value);
@@ -181,7 +226,7 @@ pub fn describe_text(plan: &Plan) -> String {
 fn subtopology_of(plan: &Plan, input: Input) -> usize {
     match input {
         Input::Source(i) => plan.sources[i].subtopology,
-        Input::Node(i) => plan
+        Input::Node(i) | Input::Late(i) => plan
             .subtopologies
             .iter()
             .position(|sub| sub.repartition == Some(i))
@@ -194,6 +239,7 @@ fn subtopology_of(plan: &Plan, input: Input) -> usize {
 fn edges(plan: &Plan) -> Vec<(String, String, String)> {
     let id = |input: Input| match input {
         Input::Source(i) => format!("source_{}", plan.sources[i].spec.name),
+        Input::Late(i) => format!("op_{}", plan.nodes[i].name),
         Input::Node(i) => match &plan.nodes[i].operator {
             OperatorPlan::Rekey { topic, .. } => format!("topic_{topic}"),
             _ => format!("op_{}", plan.nodes[i].name),
@@ -207,8 +253,12 @@ fn edges(plan: &Plan) -> Vec<(String, String, String)> {
             String::new(),
         ));
     }
+    let label = |input: Input| match input {
+        Input::Late(_) => "late".to_owned(),
+        _ => String::new(),
+    };
     for node in &plan.nodes {
-        edges.push((id(node.input), format!("op_{}", node.name), String::new()));
+        edges.push((id(node.input), format!("op_{}", node.name), label(node.input)));
         match &node.operator {
             OperatorPlan::Join { table, .. } => edges.push((
                 format!("table_{}", plan.tables[*table].spec.name),
@@ -231,7 +281,7 @@ fn edges(plan: &Plan) -> Vec<(String, String, String)> {
         ));
     }
     for sink in &plan.sinks {
-        edges.push((id(sink.input), format!("sink_{}", sink.spec.name), String::new()));
+        edges.push((id(sink.input), format!("sink_{}", sink.spec.name), label(sink.input)));
         edges.push((
             format!("sink_{}", sink.spec.name),
             format!("topic_{}", sink.spec.topic),
@@ -323,4 +373,12 @@ pub fn describe_dot(plan: &Plan) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// The word of an emit mode, as YAML writes it.
+fn emit_word(emit: Emit) -> &'static str {
+    match emit {
+        Emit::Final => "final",
+        Emit::Updates => "updates",
+    }
 }

@@ -18,9 +18,11 @@ pub use describe::{describe_dot, describe_mermaid, describe_text};
 use crate::expr::{Expr, Scope};
 use crate::format::{AvroSchema, OfflineRegistry, avro::load_dir};
 use crate::hint;
+use crate::operator::{BotRules, Sessionize};
 use crate::spec::{
-    Emit, Feed, Format, Invalid, JoinMode, KeyFormat, OperatorKind, OperatorSpec, Problem,
-    SinkSpec, SourceSpec, TableMode, TableSpec, TestCase, TopologySpec, WindowSpec,
+    BotLimits, BotSettings, Emit, Feed, Format, Invalid, JoinMode, KeyFormat, OperatorKind,
+    OperatorSpec, Problem, SinkSpec, SourceSpec, TableMode, TableSpec, TestCase, TopologySpec,
+    WindowKind, WindowSpec,
 };
 use crate::state::StoreKind;
 use crate::types::Type;
@@ -54,6 +56,9 @@ pub enum Input {
     Source(usize),
     /// An operator, by index in [`Plan::nodes`].
     Node(usize),
+    /// The late records of a windowed operator (`<name>.late`): its input records that
+    /// arrived after their window or session had closed, unchanged.
+    Late(usize),
 }
 
 /// An input stream, resolved.
@@ -124,6 +129,9 @@ pub enum OperatorPlan {
         topic: String,
         /// Its partitions, when the topology sets them (default: those of the input).
         partitions: Option<i64>,
+        /// When set, the old key is kept in this field of the value (a `top`'s repartition by
+        /// window keeps the item this way).
+        keep_key_as: Option<String>,
     },
     /// Enriches records with a table row.
     Join {
@@ -138,13 +146,61 @@ pub enum OperatorPlan {
         /// The field the row is nested under when `fields` is empty.
         as_: String,
     },
-    /// Counts records per key and window.
+    /// Counts records per key and window, with sums and distinct counts.
     Count {
         /// The windows.
         window: WindowSpec,
         /// When counts are emitted.
         emit: Emit,
+        /// Sums: output field and numeric expression.
+        sums: Vec<(String, Expr)>,
+        /// Distinct counts: output field and the expression whose values are counted.
+        distinct: Vec<(String, Expr)>,
         /// Its window store (assigned when stores are laid out).
+        store: usize,
+        /// Its second store, when it needs one: the distinct values seen per window (a window
+        /// store), or a sliding window's running totals (a key-value store).
+        aux_store: Option<usize>,
+    },
+    /// Keeps the top items per window of a count, read through a repartition by window.
+    Top {
+        /// How many items.
+        n: usize,
+        /// The count's field that ranks items.
+        by: String,
+        /// When lists are emitted.
+        emit: Emit,
+        /// The count's window size (a window's end is its start plus this).
+        size_ms: i64,
+        /// How long after a window's end its list still changes.
+        grace_ms: i64,
+        /// Its window store (one entry per open window).
+        store: usize,
+    },
+    /// Sessions per key.
+    Sessionize {
+        /// Inactivity that ends a session.
+        gap_ms: i64,
+        /// Extra time a closable session waits for late records.
+        grace_ms: i64,
+        /// The page field.
+        page: String,
+        /// When sessions are emitted.
+        emit: Emit,
+        /// Its session store.
+        store: usize,
+    },
+    /// Bot scoring.
+    DetectBots {
+        /// The user-agent and IP rules, loaded from their files.
+        rules: Arc<BotRules>,
+        /// Rates, regularity and threshold.
+        limits: BotLimits,
+        /// The user-agent field.
+        user_agent: String,
+        /// The IP field.
+        ip: String,
+        /// Its key-value store of per-key and per-IP behaviour.
         store: usize,
     },
 }
@@ -158,6 +214,39 @@ impl OperatorPlan {
             OperatorPlan::Rekey { .. } => "rekey",
             OperatorPlan::Join { .. } => "join",
             OperatorPlan::Count { .. } => "count",
+            OperatorPlan::Top { .. } => "top",
+            OperatorPlan::Sessionize { .. } => "sessionize",
+            OperatorPlan::DetectBots { .. } => "detect_bots",
+        }
+    }
+
+    /// Whether it has a late output (`<name>.late`).
+    pub fn has_late(&self) -> bool {
+        matches!(self, OperatorPlan::Count { .. } | OperatorPlan::Sessionize { .. })
+    }
+
+    /// Its stores: where the plan writes each store's index, the store name's suffix after
+    /// the operator's name, and the store's kind.
+    fn store_slots(&mut self) -> Vec<(&mut usize, &'static str, StoreKind)> {
+        match self {
+            OperatorPlan::Count { window, distinct, store, aux_store, .. } => {
+                let mut slots = vec![(store, "", StoreKind::Window)];
+                if let Some(aux) = aux_store {
+                    if window.kind == WindowKind::Sliding {
+                        slots.push((aux, "-totals", StoreKind::Kv));
+                    } else if !distinct.is_empty() {
+                        slots.push((aux, "-distinct", StoreKind::Window));
+                    }
+                }
+                slots
+            }
+            OperatorPlan::Top { store, .. } => vec![(store, "", StoreKind::Window)],
+            OperatorPlan::Sessionize { store, .. } => vec![(store, "", StoreKind::Session)],
+            OperatorPlan::DetectBots { store, .. } => vec![(store, "", StoreKind::Kv)],
+            OperatorPlan::Filter { .. }
+            | OperatorPlan::Map { .. }
+            | OperatorPlan::Rekey { .. }
+            | OperatorPlan::Join { .. } => Vec::new(),
         }
     }
 }
@@ -252,11 +341,12 @@ impl Plan {
         types_of(&self.sources, &self.nodes, input)
     }
 
-    /// The name of `input`.
-    pub fn name_of(&self, input: Input) -> &str {
+    /// The name of `input`, as an `input:` writes it.
+    pub fn name_of(&self, input: Input) -> String {
         match input {
-            Input::Source(i) => &self.sources[i].spec.name,
-            Input::Node(i) => &self.nodes[i].name,
+            Input::Source(i) => self.sources[i].spec.name.clone(),
+            Input::Node(i) => self.nodes[i].name.clone(),
+            Input::Late(i) => format!("{}{LATE}", self.nodes[i].name),
         }
     }
 
@@ -280,7 +370,8 @@ pub fn compile(spec: TopologySpec) -> Result<Plan, Invalid> {
 
 /// Compiles a spec whose reading found `problems` already, adding the compiler's own.
 fn compile_with(spec: TopologySpec, problems: Vec<Problem>) -> Result<Plan, Invalid> {
-    let mut compiler = Compiler { problems, unreadable: spec.unreadable.clone() };
+    let dir = spec.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let mut compiler = Compiler { problems, unreadable: spec.unreadable.clone(), dir };
     let file = spec.file.clone();
     let plan = compiler.compile(spec);
     if compiler.problems.is_empty() {
@@ -295,6 +386,8 @@ struct Compiler {
     problems: Vec<Problem>,
     /// Names the spec left out (see [`TopologySpec::unreadable`]).
     unreadable: Vec<String>,
+    /// The topology file's directory, which data files (bot patterns) are relative to.
+    dir: std::path::PathBuf,
 }
 
 /// What a name in the topology refers to.
@@ -353,10 +446,20 @@ impl Compiler {
                 &format!("operators.{}.input", spec_op.name),
                 &spec_op.input,
                 &names,
-                &node_index,
+                (&node_index, &nodes),
             ) else {
                 continue;
             };
+            if let OperatorKind::Top { .. } = spec_op.kind {
+                if let Some([by_window, top]) =
+                    self.top(spec_op, input, &nodes, &spec.application_id)
+                {
+                    nodes.push(by_window);
+                    node_index.insert(&spec_op.name, nodes.len());
+                    nodes.push(top);
+                }
+                continue;
+            }
             let (value, key) = types_of(&sources, &nodes, input);
             if let Some(node) = self.node(spec_op, input, value, key, &tables, &spec.application_id)
             {
@@ -372,7 +475,7 @@ impl Compiler {
                     &format!("sinks.{}.input", sink.name),
                     &sink.input,
                     &names,
-                    &node_index,
+                    (&node_index, &nodes),
                 )?;
                 let (value, key) = types_of(&sources, &nodes, input);
                 Some(self.sink(sink, input, value, key, &schemas))
@@ -468,7 +571,9 @@ impl Compiler {
                     Mark::New => {
                         marks[op] = Mark::Open;
                         path.push(op);
-                        if let Some((Named::Operator(next), _)) = names.get(&operators[op].input) {
+                        let input = &operators[op].input;
+                        let input = input.strip_suffix(LATE).unwrap_or(input);
+                        if let Some((Named::Operator(next), _)) = names.get(input) {
                             at = Some(*next);
                             continue;
                         }
@@ -487,18 +592,34 @@ impl Compiler {
         order
     }
 
-    /// Resolves an `input:` naming a source or an already compiled operator.
+    /// Resolves an `input:` naming a source, an already compiled operator, or the late
+    /// records of one (`<name>.late`).
     fn input_of(
         &mut self,
         path: &str,
         name: &str,
         names: &HashMap<String, (Named, String)>,
-        nodes: &HashMap<&str, usize>,
+        (index, nodes): (&HashMap<&str, usize>, &[NodePlan]),
     ) -> Option<Input> {
+        if let Some(base) = name.strip_suffix(LATE)
+            && let Some((Named::Operator(_), _)) = names.get(base)
+        {
+            // An operator that failed to compile was already reported.
+            let node = *index.get(base)?;
+            if nodes[node].operator.has_late() {
+                return Some(Input::Late(node));
+            }
+            self.report(
+                path,
+                format!("'{base}' is a {} and has no late records", nodes[node].operator.word()),
+                Some("only windowed operators (count, sessionize) have a `.late` output".into()),
+            );
+            return None;
+        }
         match names.get(name) {
             Some((Named::Source(i), _)) => Some(Input::Source(*i)),
             // An operator that failed to compile (or is in a cycle) was already reported.
-            Some((Named::Operator(_), _)) => nodes.get(name).map(|&i| Input::Node(i)),
+            Some((Named::Operator(_), _)) => index.get(name).map(|&i| Input::Node(i)),
             Some((Named::Table, _)) => {
                 self.report(
                     path,
@@ -705,18 +826,122 @@ impl Compiler {
                 let expr = self.expr(format!("{path}.key"), source, value, key)?;
                 let new_key = expr.output_type().clone();
                 let topic = format!("{application_id}-{}-repartition", spec.name);
-                let operator = OperatorPlan::Rekey { key: expr, topic, partitions: *partitions };
+                let operator = OperatorPlan::Rekey {
+                    key: expr,
+                    topic,
+                    partitions: *partitions,
+                    keep_key_as: None,
+                };
                 (operator, value.clone(), new_key)
             }
-            OperatorKind::Count { window, emit } => {
-                let counts = Type::record([
-                    ("window_start", Type::Int),
-                    ("window_end", Type::Int),
-                    ("count", Type::Int),
+            OperatorKind::Count { window, emit, sums, distinct } => {
+                let mut fields = BTreeMap::from([
+                    ("window_start".to_owned(), Type::Int),
+                    ("window_end".to_owned(), Type::Int),
+                    ("count".to_owned(), Type::Int),
                 ]);
-                let operator = OperatorPlan::Count { window: *window, emit: *emit, store: 0 };
-                (operator, counts, key.clone())
+                let mut compiled_sums = Vec::new();
+                for (name, source) in sums {
+                    let Some(expr) = self.expr(format!("{path}.sum.{name}"), source, value, key)
+                    else {
+                        continue;
+                    };
+                    let ty = match expr.output_type().non_null() {
+                        Type::Int => Type::Int,
+                        Type::Float | Type::Any => Type::Float,
+                        other => {
+                            self.report(
+                                format!("{path}.sum.{name}"),
+                                format!("`{source}` is {other}, not a number: it cannot be summed"),
+                                None,
+                            );
+                            continue;
+                        }
+                    };
+                    fields.insert(name.clone(), ty);
+                    compiled_sums.push((name.clone(), expr));
+                }
+                let mut compiled_distinct = Vec::new();
+                for (name, source) in distinct {
+                    if let Some(expr) =
+                        self.expr(format!("{path}.distinct.{name}"), source, value, key)
+                    {
+                        fields.insert(name.clone(), Type::Int);
+                        compiled_distinct.push((name.clone(), expr));
+                    }
+                }
+                let names = sums.iter().chain(distinct).map(|(name, _)| name);
+                for (seen, name) in names.clone().enumerate() {
+                    let clash = ["window_start", "window_end", "count"].contains(&name.as_str())
+                        || names.clone().take(seen).any(|earlier| earlier == name);
+                    if clash {
+                        self.report(
+                            path.clone(),
+                            format!("the count already has an output field '{name}'"),
+                            Some("give each sum and distinct count its own name".into()),
+                        );
+                    }
+                }
+                let aux_store = (window.kind == WindowKind::Sliding
+                    || !compiled_distinct.is_empty())
+                .then_some(0);
+                let operator = OperatorPlan::Count {
+                    window: *window,
+                    emit: *emit,
+                    sums: compiled_sums,
+                    distinct: compiled_distinct,
+                    store: 0,
+                    aux_store,
+                };
+                (operator, Type::Record(fields), key.clone())
             }
+            OperatorKind::Sessionize { gap_ms, grace_ms, page, emit } => {
+                if let Some(ty) = self.field(format!("{path}.page"), page, value, "page field")
+                    && !matches!(ty.non_null(), Type::String | Type::Any)
+                {
+                    self.report(
+                        format!("{path}.page"),
+                        format!("page field '{page}' is {ty}, not text"),
+                        None,
+                    );
+                }
+                let fields = Sessionize::output_fields()
+                    .into_iter()
+                    .map(|(name, ty)| (name.to_owned(), ty))
+                    .collect();
+                let operator = OperatorPlan::Sessionize {
+                    gap_ms: *gap_ms,
+                    grace_ms: *grace_ms,
+                    page: page.clone(),
+                    emit: *emit,
+                    store: 0,
+                };
+                (operator, Type::Record(fields), key.clone())
+            }
+            OperatorKind::DetectBots(settings) => {
+                let operator = self.bots(&path, settings, value)?;
+                let mut fields = match value {
+                    Type::Record(fields) => fields.clone(),
+                    _ => BTreeMap::new(),
+                };
+                for (name, ty) in [
+                    ("is_bot", Type::Bool),
+                    ("bot_score", Type::Float),
+                    ("bot_reasons", Type::List(Box::new(Type::String))),
+                ] {
+                    if fields.insert(name.to_owned(), ty).is_some() {
+                        self.report(
+                            path.clone(),
+                            format!("detect_bots adds '{name}', which the input already has"),
+                            Some(format!("drop or rename '{name}' with a map first")),
+                        );
+                    }
+                }
+                let out =
+                    if matches!(value, Type::Record(_)) { Type::Record(fields) } else { Type::Any };
+                (operator, out, key.clone())
+            }
+            OperatorKind::Top { .. } => return None,
             OperatorKind::Join { table, on, mode, fields, as_ } => {
                 let Some(index) = tables.iter().position(|t| &t.spec.name == table) else {
                     self.report(
@@ -814,6 +1039,119 @@ impl Compiler {
         })
     }
 
+    /// Loads the rule files of a `detect_bots` and checks its fields.
+    fn bots(&mut self, path: &str, settings: &BotSettings, value: &Type) -> Option<OperatorPlan> {
+        for (key, field) in [("user_agent", &settings.user_agent), ("ip", &settings.ip)] {
+            if let Some(ty) = self.field(format!("{path}.{key}"), field, value, "field")
+                && !matches!(ty.non_null(), Type::String | Type::Any)
+            {
+                self.report(
+                    format!("{path}.{key}"),
+                    format!("field '{field}' is {ty}, not text"),
+                    None,
+                );
+            }
+        }
+        let patterns = self.dir.join(&settings.patterns);
+        let ranges = settings.datacenter_ranges.as_ref().map(|file| self.dir.join(file));
+        match BotRules::load(&patterns, ranges.as_deref()) {
+            Ok(rules) => Some(OperatorPlan::DetectBots {
+                rules: Arc::new(rules),
+                limits: settings.limits,
+                user_agent: settings.user_agent.clone(),
+                ip: settings.ip.clone(),
+                store: 0,
+            }),
+            Err(error) => {
+                let at = if error.file == patterns { "patterns" } else { "datacenter_ranges" };
+                self.report(
+                    format!("{path}.{at}"),
+                    error.to_string(),
+                    Some("paths are relative to the topology file".into()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A `top`: a hidden rekey of its count's records by window (keeping the item), then the
+    /// top operator reading that repartition, so every count of a window meets in one task.
+    fn top(
+        &mut self,
+        spec: &OperatorSpec,
+        input: Input,
+        nodes: &[NodePlan],
+        application_id: &str,
+    ) -> Option<[NodePlan; 2]> {
+        let OperatorKind::Top { n, by, emit, grace_ms } = &spec.kind else { return None };
+        let path = format!("operators.{}", spec.name);
+        let count = match input {
+            Input::Node(i) => match &nodes[i].operator {
+                OperatorPlan::Count { window, .. } if window.kind != WindowKind::Sliding => {
+                    Some((*window, &nodes[i]))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((window, count)) = count else {
+            self.report(
+                format!("{path}.input"),
+                format!(
+                    "a top ranks the windows of a count; '{}' is not a tumbling or hopping count",
+                    spec.input
+                ),
+                Some("count first (`type: count` with a window), then rank its output".into()),
+            );
+            return None;
+        };
+        let by = by.clone().unwrap_or_else(|| "count".to_owned());
+        let by_type = self.field(format!("{path}.by"), &by, &count.value, "field")?;
+        let (item_key, by_window) = (count.key.clone(), format!("{}-by-window", spec.name));
+        let key_expr =
+            self.expr(format!("{path}.input"), "window_start", &count.value, &item_key)?;
+        let mut keyed = match &count.value {
+            Type::Record(fields) => fields.clone(),
+            _ => BTreeMap::new(),
+        };
+        keyed.insert("item".to_owned(), item_key.clone());
+        let rekey = NodePlan {
+            name: by_window,
+            input,
+            operator: OperatorPlan::Rekey {
+                key: key_expr,
+                topic: format!("{application_id}-{}-repartition", spec.name),
+                partitions: None,
+                keep_key_as: Some("item".to_owned()),
+            },
+            value: Type::Record(keyed),
+            key: Type::Int,
+            subtopology: 0,
+        };
+        let item = BTreeMap::from([("item".to_owned(), item_key), (by.clone(), by_type)]);
+        let list = Type::record([
+            ("window_start", Type::Int),
+            ("window_end", Type::Int),
+            ("items", Type::List(Box::new(Type::Record(item)))),
+        ]);
+        let top = NodePlan {
+            name: spec.name.clone(),
+            input: Input::Node(nodes.len()),
+            operator: OperatorPlan::Top {
+                n: usize::try_from(*n).unwrap_or(usize::MAX),
+                by,
+                emit: *emit,
+                size_ms: window.size_ms,
+                grace_ms: grace_ms.unwrap_or(window.advance_ms),
+                store: 0,
+            },
+            value: list,
+            key: Type::Int,
+            subtopology: 0,
+        };
+        Some([rekey, top])
+    }
+
     fn sink(
         &mut self,
         sink: &SinkSpec,
@@ -861,7 +1199,7 @@ impl Compiler {
         for index in 0..plan.nodes.len() {
             let subtopology = match plan.nodes[index].input {
                 Input::Source(s) => plan.sources[s].subtopology,
-                Input::Node(n) => match starts.get(&n) {
+                Input::Node(n) | Input::Late(n) => match starts.get(&n) {
                     Some(&sub) => sub,
                     None => plan.nodes[n].subtopology,
                 },
@@ -887,23 +1225,24 @@ impl Compiler {
                 });
             }
         }
-        // Each stateful operator's store has a compacted changelog, partitioned like its input.
-        for index in 0..plan.nodes.len() {
-            let sub = plan.nodes[index].subtopology;
-            let name = plan.nodes[index].name.clone();
-            if let OperatorPlan::Count { store, .. } = &mut plan.nodes[index].operator {
-                *store = plan.stores.len();
+        // Each store of a stateful operator has a compacted changelog, partitioned like the
+        // operator's sub-topology.
+        for node in &mut plan.nodes {
+            let partitions = &plan.subtopologies[node.subtopology].partitions;
+            for (slot, suffix, kind) in node.operator.store_slots() {
+                *slot = plan.stores.len();
+                let name = format!("{}{suffix}", node.name);
                 let changelog = format!("{}-{name}-changelog", plan.spec.application_id);
                 plan.stores.push(StorePlan {
-                    name: name.clone(),
-                    kind: StoreKind::Window,
+                    name,
+                    kind,
                     restore_from: changelog.clone(),
-                    owner: format!("operator {name}"),
+                    owner: format!("operator {}", node.name),
                 });
                 plan.internal_topics.push(InternalTopic {
                     name: changelog,
                     role: TopicRole::Changelog,
-                    partitions: plan.subtopologies[sub].partitions.clone(),
+                    partitions: partitions.clone(),
                 });
             }
         }
@@ -939,6 +1278,9 @@ impl Compiler {
     }
 }
 
+/// The suffix naming an operator's late records as an input.
+pub const LATE: &str = ".late";
+
 /// The value and key types flowing out of `input`, among `sources` and `nodes`.
 fn types_of<'p>(
     sources: &'p [SourcePlan],
@@ -948,6 +1290,8 @@ fn types_of<'p>(
     match input {
         Input::Source(i) => (&sources[i].value, &sources[i].key),
         Input::Node(i) => (&nodes[i].value, &nodes[i].key),
+        // Late records are the operator's input records, unchanged.
+        Input::Late(i) => types_of(sources, nodes, nodes[i].input),
     }
 }
 

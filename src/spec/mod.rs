@@ -235,23 +235,115 @@ pub enum OperatorKind {
         /// The field the whole row goes to when `fields` is empty (default: the table name).
         as_: Option<String>,
     },
-    /// `type: count`: counts records per key and time window.
+    /// `type: count`: counts records per key and time window, with optional sums and distinct
+    /// counts.
     Count {
         /// The windows.
         window: WindowSpec,
         /// When counts are emitted.
         emit: Emit,
+        /// Sums (output field → numeric expression), in file order.
+        sums: Vec<(String, String)>,
+        /// Distinct counts (output field → expression whose distinct values are counted).
+        distinct: Vec<(String, String)>,
     },
+    /// `type: top`: the `n` items with the highest count (or named sum or distinct count) per
+    /// window of a `count` operator, across all its partitions.
+    Top {
+        /// How many items to keep.
+        n: i64,
+        /// The count's output field that ranks items (default `count`).
+        by: Option<String>,
+        /// When the list is emitted.
+        emit: Emit,
+        /// How long after a window's end its list still takes counts (default: the count's
+        /// window advance, one step of lag between partitions).
+        grace_ms: Option<i64>,
+    },
+    /// `type: sessionize`: sessions per key, split by inactivity.
+    Sessionize {
+        /// Inactivity that ends a session, in milliseconds.
+        gap_ms: i64,
+        /// How long after a session could close it still takes late records.
+        grace_ms: i64,
+        /// The field holding the page, for entry/exit pages and distinct pages.
+        page: String,
+        /// When sessions are emitted.
+        emit: Emit,
+    },
+    /// `type: detect_bots`: scores each record by user-agent and behavioural rules.
+    DetectBots(BotSettings),
 }
 
-/// Time windows: tumbling when `advance` equals `size`, hopping when it is shorter.
+/// What `detect_bots` reads and how strict it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BotSettings {
+    /// The field holding the user agent.
+    pub user_agent: String,
+    /// The field holding the client IP.
+    pub ip: String,
+    /// The crawler pattern file, relative to the topology file.
+    pub patterns: String,
+    /// An optional CIDR list of data-centre ranges, relative to the topology file.
+    pub datacenter_ranges: Option<String>,
+    /// The behavioural limits.
+    pub limits: BotLimits,
+}
+
+/// Behavioural limits of `detect_bots`: rates per window, interval regularity, and the score
+/// from which an event counts as a bot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BotLimits {
+    /// The rate window (tumbling, event time), in milliseconds.
+    pub window_ms: i64,
+    /// Events per window per key above which the key is a bot.
+    pub max_per_key: u32,
+    /// Events per window per IP above which the IP is a bot.
+    pub max_per_ip: u32,
+    /// Intervals between a key's events needed before judging their regularity.
+    pub regular_min_events: u32,
+    /// Coefficient of variation of the intervals below which they are too regular for a human.
+    pub regular_max_jitter: f64,
+    /// The score at or above which an event is a bot.
+    pub threshold: f64,
+}
+
+impl Default for BotLimits {
+    fn default() -> Self {
+        BotLimits {
+            window_ms: 10_000,
+            max_per_key: 30,
+            max_per_ip: 100,
+            regular_min_events: 8,
+            regular_max_jitter: 0.1,
+            threshold: 0.5,
+        }
+    }
+}
+
+/// How windows are laid out in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Back-to-back windows of `size`.
+    Tumbling,
+    /// Overlapping windows of `size` starting every `advance`.
+    Hopping,
+    /// One window of `size` ending at stream time (a rolling counter), moving with it.
+    Sliding,
+}
+
+/// Time windows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowSpec {
+    /// Tumbling, hopping or sliding.
+    pub kind: WindowKind,
     /// How long a window is, in milliseconds.
     pub size_ms: i64,
-    /// How far apart windows start, in milliseconds.
+    /// How far apart windows start, in milliseconds; for a sliding window, the resolution
+    /// its records are bucketed at (`size / 3600`, at least 1 ms).
     pub advance_ms: i64,
-    /// How long after its end a window still takes late records, in milliseconds.
+    /// How long after its end a window still takes late records, in milliseconds (0 for a
+    /// sliding window).
     pub grace_ms: i64,
 }
 
@@ -273,12 +365,16 @@ impl OperatorKind {
             OperatorKind::Rekey { .. } => "rekey",
             OperatorKind::Join { .. } => "join",
             OperatorKind::Count { .. } => "count",
+            OperatorKind::Top { .. } => "top",
+            OperatorKind::Sessionize { .. } => "sessionize",
+            OperatorKind::DetectBots(_) => "detect_bots",
         }
     }
 }
 
 /// Every operator `type:` word.
-pub const OPERATOR_TYPES: [&str; 5] = ["filter", "map", "rekey", "join", "count"];
+pub const OPERATOR_TYPES: [&str; 8] =
+    ["filter", "map", "rekey", "join", "count", "top", "sessionize", "detect_bots"];
 
 /// Join modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -677,11 +773,55 @@ fn read_operator(name: String, obj: &Obj<'_>) -> Option<OperatorSpec> {
                     window
                 })
             });
-            let emit = obj
-                .choice("emit", &[("final", Emit::Final), ("updates", Emit::Updates)])
-                .unwrap_or(Emit::Final);
-            window.map(|window| OperatorKind::Count { window, emit })
+            let sliding = window.is_some_and(|w| w.kind == WindowKind::Sliding);
+            let emit = read_emit(obj);
+            if sliding && emit == Some(Emit::Final) {
+                obj.report_if(
+                    true,
+                    "emit",
+                    "a sliding window never closes, so it has no final count: it emits updates",
+                );
+            }
+            let emit = emit.unwrap_or(if sliding { Emit::Updates } else { Emit::Final });
+            let (sums, distinct) = (obj.string_map("sum"), obj.string_map("distinct"));
+            if sliding && !distinct.is_empty() {
+                obj.problems.report(
+                    &reader::join(&obj.path, "distinct"),
+                    "distinct counts need tumbling or hopping windows",
+                    Some(
+                        "count distinct values per window with `advance`, or drop `distinct`"
+                            .into(),
+                    ),
+                );
+            }
+            window.map(|window| OperatorKind::Count { window, emit, sums, distinct })
         }
+        "top" => {
+            let n = obj.positive("n");
+            if !obj.present("n") {
+                obj.report("missing required field 'n'", Some("e.g. `n: 10`".into()));
+            }
+            let (by, grace_ms) = (obj.string("by"), obj.duration("grace"));
+            let emit = read_emit(obj).unwrap_or(Emit::Final);
+            n.map(|n| OperatorKind::Top { n, by, emit, grace_ms })
+        }
+        "sessionize" => {
+            let gap_ms = obj.duration("gap");
+            if !obj.present("gap") {
+                obj.report("missing required field 'gap'", Some("e.g. `gap: 30m`".into()));
+            }
+            let grace_ms = obj.duration("grace").unwrap_or(0);
+            let page = obj.string("page").unwrap_or_else(|| "page_url".to_owned());
+            let emit = read_emit(obj).unwrap_or(Emit::Final);
+            obj.report_if(gap_ms == Some(0), "gap", "a session gap must be longer than 0ms");
+            gap_ms.filter(|gap| *gap > 0).map(|gap_ms| OperatorKind::Sessionize {
+                gap_ms,
+                grace_ms,
+                page,
+                emit,
+            })
+        }
+        "detect_bots" => read_bots(obj).map(OperatorKind::DetectBots),
         other => {
             obj.problems.report(
                 &reader::join(&obj.path, "type"),
@@ -699,9 +839,76 @@ fn read_operator(name: String, obj: &Obj<'_>) -> Option<OperatorSpec> {
     Some(OperatorSpec { name, input: input?, kind: kind? })
 }
 
+/// `emit: final | updates`, when written.
+fn read_emit(obj: &Obj<'_>) -> Option<Emit> {
+    obj.choice("emit", &[("final", Emit::Final), ("updates", Emit::Updates)])
+}
+
+fn read_bots(obj: &Obj<'_>) -> Option<BotSettings> {
+    let defaults = BotLimits::default();
+    let patterns = obj.required_string("patterns");
+    let rate = obj.with("rate", |node| {
+        let rate = node.object()?;
+        let limits = (rate.duration("window"), rate.positive("per_key"), rate.positive("per_ip"));
+        rate.finish();
+        Some(limits)
+    });
+    let (window, per_key, per_ip) = rate.flatten().unwrap_or_default();
+    let regular = obj.with("regular_intervals", |node| {
+        let regular = node.object()?;
+        let limits = (regular.positive("min_events"), regular.fraction("max_jitter"));
+        regular.report_if(
+            limits.1 == Some(0.0),
+            "max_jitter",
+            "a jitter of 0 flags nothing; intervals are too regular below this coefficient of variation",
+        );
+        regular.finish();
+        Some(limits)
+    });
+    let (min_events, max_jitter) = regular.flatten().unwrap_or_default();
+    let most = i64::from(crate::operator::MAX_REGULAR_EVENTS);
+    if min_events.is_some_and(|n| n > most) {
+        obj.problems.report(
+            &reader::join(&obj.path, "regular_intervals.min_events"),
+            format!("at most {most} intervals are kept per key"),
+            None,
+        );
+    }
+    let small = |n: Option<i64>, default: u32| n.map_or(default, |n| n.min(most) as u32);
+    let threshold = obj.fraction("threshold");
+    obj.report_if(
+        threshold == Some(0.0),
+        "threshold",
+        "a threshold of 0 makes every event a bot; use a score above 0",
+    );
+    let limits = BotLimits {
+        window_ms: window.filter(|w| *w > 0).unwrap_or(defaults.window_ms),
+        max_per_key: small(per_key, defaults.max_per_key),
+        max_per_ip: small(per_ip, defaults.max_per_ip),
+        regular_min_events: small(min_events, defaults.regular_min_events),
+        regular_max_jitter: max_jitter.unwrap_or(defaults.regular_max_jitter),
+        threshold: threshold.unwrap_or(defaults.threshold),
+    };
+    Some(BotSettings {
+        user_agent: obj.string("user_agent").unwrap_or_else(|| "user_agent".to_owned()),
+        ip: obj.string("ip").unwrap_or_else(|| "ip".to_owned()),
+        patterns: patterns?,
+        datacenter_ranges: obj.string("datacenter_ranges"),
+        limits,
+    })
+}
+
 fn read_window(obj: &Obj<'_>) -> Option<WindowSpec> {
     let (size_ms, advance_ms, grace_ms) =
         (obj.duration("size"), obj.duration("advance"), obj.duration("grace").unwrap_or(0));
+    let kind = obj.choice(
+        "type",
+        &[
+            ("tumbling", WindowKind::Tumbling),
+            ("hopping", WindowKind::Hopping),
+            ("sliding", WindowKind::Sliding),
+        ],
+    );
     if !obj.present("size") {
         obj.report(
             "missing required field 'size'",
@@ -709,10 +916,35 @@ fn read_window(obj: &Obj<'_>) -> Option<WindowSpec> {
         );
     }
     let size_ms = size_ms?;
-    let advance_ms = advance_ms.unwrap_or(size_ms);
     if size_ms == 0 {
         obj.report_if(true, "size", "a window must be longer than 0ms");
         return None;
+    }
+    if kind == Some(WindowKind::Sliding) {
+        let at = |key: &str, what: &str| {
+            obj.problems.report(
+                &reader::join(&obj.path, key),
+                format!("a sliding window has no {what}: it always ends at stream time"),
+                Some("drop it, or use `type: hopping` for windows on a fixed grid".into()),
+            );
+        };
+        if advance_ms.is_some() {
+            at("advance", "advance");
+        }
+        if grace_ms != 0 {
+            at("grace", "grace");
+        }
+        let resolution = (size_ms / 3600).max(1);
+        return Some(WindowSpec {
+            kind: WindowKind::Sliding,
+            size_ms,
+            advance_ms: resolution,
+            grace_ms: 0,
+        });
+    }
+    let advance_ms = advance_ms.unwrap_or(size_ms);
+    if kind == Some(WindowKind::Tumbling) && advance_ms != size_ms {
+        obj.report_if(true, "advance", "a tumbling window advances by its size");
     }
     if advance_ms == 0 {
         obj.report_if(true, "advance", "windows must advance by more than 0ms");
@@ -726,7 +958,8 @@ fn read_window(obj: &Obj<'_>) -> Option<WindowSpec> {
         );
         return None;
     }
-    Some(WindowSpec { size_ms, advance_ms, grace_ms })
+    let kind = if advance_ms == size_ms { WindowKind::Tumbling } else { WindowKind::Hopping };
+    Some(WindowSpec { kind, size_ms, advance_ms, grace_ms })
 }
 
 fn read_sink(name: String, obj: &Obj<'_>) -> Option<SinkSpec> {

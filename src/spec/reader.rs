@@ -165,6 +165,21 @@ impl<'a> Obj<'a> {
         .flatten()
     }
 
+    /// Optional field `key` holding a number between 0 and 1.
+    pub(crate) fn fraction(&self, key: &'static str) -> Option<f64> {
+        self.with(key, |node| match node.value.as_f64() {
+            Some(x) if (0.0..=1.0).contains(&x) => Some(x),
+            _ => {
+                node.report(
+                    format!("expected a number from 0 to 1, found {}", show(node.value)),
+                    None,
+                );
+                None
+            }
+        })
+        .flatten()
+    }
+
     /// Optional duration field `key` (`100ms`, `30s`, `5m`, `1h`, `1d`), in milliseconds.
     pub(crate) fn duration(&self, key: &'static str) -> Option<i64> {
         self.with(key, |node| {

@@ -180,11 +180,16 @@ impl Task {
             let input = if position == last { record.take() } else { record.clone() };
             let Some(input) = input else { break };
             let mut emitted = self.scratch.pop().unwrap_or_default();
+            let mut late = self.scratch.pop().unwrap_or_default();
             if let Some(operator) = &mut self.operators[node] {
                 let mut ctx = Context { stores: &mut *stores, stream_time: self.stream_time };
-                operator.process(input, &mut ctx, &mut emitted)?;
+                operator.process(input, &mut ctx, &mut emitted, &mut late)?;
             }
             self.forward(node, &mut emitted, stores, out)?;
+            for record in late.drain(..) {
+                self.emit(Input::Late(node), record, stores, out)?;
+            }
+            self.scratch.push(late);
             self.scratch.push(emitted);
         }
         Ok(())

@@ -94,7 +94,13 @@ fn the_reference_topology_is_valid_and_its_tests_pass() {
 fn describe_shows_operators_key_changes_and_internal_topics_in_three_formats() {
     let text = stdout(&eddy(&["describe", "topologies/clickstream.yaml"]));
     for part in [
-        "filter views <- clicks",
+        "detect_bots scored <- clicks",
+        "filter views <- humans",
+        "sessionize sessions <- humans sessions split by 1800000 ms of inactivity",
+        "count product_views_1h <- by_product sliding window of 3600000 ms",
+        "top top_pages_5m <- top_pages_5m-by-window 10 items by count per window",
+        "sink late_page_views_out <- page_views_1m.late",
+        "window store 'page_views_1m-distinct' (changelog clickstream-page_views_1m-distinct-changelog)",
         "join with_product <- views",
         "map enriched <- with_customer",
         "rekey by_product <- product_views KEY CHANGE",
