@@ -194,7 +194,9 @@ impl Value {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+/// Appends `n` as an unsigned LEB128 varint: the integer layout of this encoding, shared by
+/// operators that lay out their own state.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
@@ -207,7 +209,8 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
+/// The next `n` bytes of `input`, consumed.
+pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     if input.len() < n {
         return Err(DecodeError("truncated"));
     }
@@ -216,7 +219,8 @@ fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     Ok(head)
 }
 
-fn varint(input: &mut &[u8]) -> Result<u64, DecodeError> {
+/// The next varint of `input` (see [`put_varint`]), consumed.
+pub(crate) fn varint(input: &mut &[u8]) -> Result<u64, DecodeError> {
     let mut n = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = take(input, 1)?[0];

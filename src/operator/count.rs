@@ -45,10 +45,12 @@ pub struct Count {
     /// Windows (or sliding buckets) starting at or before this have been closed.
     closed_through: i64,
     late: u64,
-    /// Reused buffers: the key's encoding, a record's sum terms, a distinct member's key.
+    /// Reused buffers: the key's encoding, a record's sum terms, a distinct member's key, an
+    /// aggregate's encoding.
     key: Vec<u8>,
     terms: Vec<Slot>,
     member: Vec<u8>,
+    bytes: Vec<u8>,
 }
 
 impl Count {
@@ -78,6 +80,7 @@ impl Count {
             key: Vec::new(),
             terms: Vec::new(),
             member: Vec::new(),
+            bytes: Vec::new(),
         }
     }
 
@@ -116,15 +119,15 @@ impl Count {
         Ok(slots)
     }
 
-    fn encode(slots: &[Slot]) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(slots.len() * 8);
+    /// Lays `slots` out in `bytes` (replacing what it held), 8 bytes each.
+    fn encode(slots: &[Slot], bytes: &mut Vec<u8>) {
+        bytes.clear();
         for slot in slots {
             match slot {
                 Slot::Int(n) => bytes.extend_from_slice(&n.to_le_bytes()),
                 Slot::Float(x) => bytes.extend_from_slice(&x.to_le_bytes()),
             }
         }
-        bytes
     }
 
     /// Adds (`sign` 1) or subtracts (`sign` -1) `terms` (count and sums) into `slots`.
@@ -218,7 +221,8 @@ impl Count {
                     }
                     Self::add(&mut slots[first_distinct + index..], &[Slot::Int(1)], 1);
                 }
-                ctx.stores.window(self.store).put(&self.key, start, &Self::encode(&slots));
+                Self::encode(&slots, &mut self.bytes);
+                ctx.stores.window(self.store).put(&self.key, start, &self.bytes);
                 if self.emit == Emit::Updates {
                     out.push(self.output(record.key.clone(), (start, start + size_ms), &slots, t));
                 }
@@ -275,20 +279,19 @@ impl Count {
             return Ok(());
         }
         let Some(totals) = self.aux_store else { return Ok(()) };
-        // What left the window as stream time reached this record goes first, so the total
-        // emitted below is the window's as of now.
-        self.on_stream_time(ctx, out)?;
         let bucket = t.saturating_sub(t.rem_euclid(resolution));
         let store = ctx.stores.window(self.store);
         let stored = store.get(&self.key, bucket).map_err(OperatorError::state(&self.name))?;
         let mut slots = self.decode(stored)?;
         Self::add(&mut slots, &self.terms, 1);
-        store.put(&self.key, bucket, &Self::encode(&slots));
+        Self::encode(&slots, &mut self.bytes);
+        store.put(&self.key, bucket, &self.bytes);
         let kv = ctx.stores.kv(totals);
         let stored = kv.get(&self.key).map_err(OperatorError::state(&self.name))?;
         let mut total = self.decode(stored)?;
         Self::add(&mut total, &self.terms, 1);
-        kv.put(&self.key, &Self::encode(&total));
+        Self::encode(&total, &mut self.bytes);
+        kv.put(&self.key, &self.bytes);
         out.push(self.output(record.key, (now - size, now), &total, t));
         Ok(())
     }
@@ -367,7 +370,8 @@ impl Count {
             if total[0] == Slot::Int(0) {
                 kv.delete(&key);
             } else {
-                kv.put(&key, &Self::encode(&total));
+                Self::encode(&total, &mut self.bytes);
+                kv.put(&key, &self.bytes);
             }
             changed.push(key);
         }

@@ -20,7 +20,7 @@ use std::collections::btree_map::Entry;
 use super::{Context, OperatorError, Record};
 use crate::spec::Emit;
 use crate::types::Type;
-use crate::value::{DecodeError, Value};
+use crate::value::{DecodeError, Value, put_varint, take, varint};
 
 /// How many distinct pages a session remembers exactly. Beyond this it keeps the smallest
 /// page hashes only (a bottom-k sketch), which bounds a session's stored size (about 8 KiB)
@@ -144,11 +144,6 @@ impl Sessionize {
         }
     }
 
-    /// The error for a stored session that does not decode.
-    fn corrupt(&self, flaw: Flaw) -> OperatorError {
-        OperatorError::Corrupt { operator: self.name.clone(), source: flaw.into() }
-    }
-
     /// Adds `record` to its key's session, merging the sessions it bridges, or hands it back in
     /// `late` if that session would already be closed. With `emit: updates`, emits the
     /// session's new state.
@@ -189,7 +184,7 @@ impl Sessionize {
         self.hashes.clear();
         self.hashes.extend(page.map(page_hash));
         for (session_start, session_end, bytes) in &found {
-            let view = View::parse(bytes).map_err(|flaw| self.corrupt(flaw))?;
+            let view = View::parse(bytes).map_err(OperatorError::corrupt(&self.name))?;
             events = events.saturating_add(view.events);
             saturated |= view.saturated;
             self.hashes.extend(view.hashes());
@@ -230,7 +225,7 @@ impl Sessionize {
         self.remember(end);
 
         if self.emit == Emit::Updates {
-            let view = View::parse(&self.value).map_err(|flaw| self.corrupt(flaw))?;
+            let view = View::parse(&self.value).map_err(OperatorError::corrupt(&self.name))?;
             out.push(session_record(record.key, &self.key, start, end, &view));
         }
         Ok(())
@@ -275,7 +270,7 @@ impl Sessionize {
             if self.emit == Emit::Final {
                 let key =
                     Value::from_bytes(&key_bytes).map_err(OperatorError::corrupt(&self.name))?;
-                let view = View::parse(&value).map_err(|flaw| self.corrupt(flaw))?;
+                let view = View::parse(&value).map_err(OperatorError::corrupt(&self.name))?;
                 out.push(session_record(key, &key_bytes, start, end, &view));
             }
         }
@@ -368,14 +363,6 @@ fn encode(
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 fn put_page(out: &mut Vec<u8>, page: Option<&str>) {
     match page {
         None => out.push(0),
@@ -383,26 +370,6 @@ fn put_page(out: &mut Vec<u8>, page: Option<&str>) {
             put_varint(out, page.len() as u64 + 1);
             out.extend_from_slice(page.as_bytes());
         }
-    }
-}
-
-/// What is wrong with a stored session.
-#[derive(Clone, Copy, Debug)]
-enum Flaw {
-    Truncated,
-    Trailing,
-    Version,
-    NotUtf8,
-}
-
-impl From<Flaw> for DecodeError {
-    fn from(flaw: Flaw) -> DecodeError {
-        DecodeError::new(match flaw {
-            Flaw::Truncated => "session truncated",
-            Flaw::Trailing => "trailing bytes after a session",
-            Flaw::Version => "unknown session layout version",
-            Flaw::NotUtf8 => "session page is not UTF-8",
-        })
     }
 }
 
@@ -418,20 +385,20 @@ struct View<'a> {
 
 impl<'a> View<'a> {
     /// Decodes a session written by [`encode`], refusing anything else.
-    fn parse(bytes: &'a [u8]) -> Result<View<'a>, Flaw> {
+    fn parse(bytes: &'a [u8]) -> Result<View<'a>, DecodeError> {
         let mut input = bytes;
         if take(&mut input, 1)? != [VERSION] {
-            return Err(Flaw::Version);
+            return Err(DecodeError::new("unknown session layout version"));
         }
         let events = varint(&mut input)?;
         let entry = page(&mut input)?;
         let exit = page(&mut input)?;
         let flags = take(&mut input, 1)?[0];
         let n = varint(&mut input)?;
-        let len = usize::try_from(n).ok().and_then(|n| n.checked_mul(8)).ok_or(Flaw::Truncated)?;
-        let hashes = take(&mut input, len)?;
+        let len = usize::try_from(n).ok().and_then(|n| n.checked_mul(8));
+        let hashes = take(&mut input, len.ok_or(DecodeError::new("session truncated"))?)?;
         if !input.is_empty() {
-            return Err(Flaw::Trailing);
+            return Err(DecodeError::new("trailing bytes after a session"));
         }
         Ok(View { events, entry, exit, saturated: flags & SATURATED != 0, hashes })
     }
@@ -457,34 +424,15 @@ impl<'a> View<'a> {
     }
 }
 
-fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], Flaw> {
-    if input.len() < n {
-        return Err(Flaw::Truncated);
-    }
-    let (head, rest) = input.split_at(n);
-    *input = rest;
-    Ok(head)
-}
-
-fn varint(input: &mut &[u8]) -> Result<u64, Flaw> {
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = take(input, 1)?[0];
-        n |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Ok(n);
-        }
-    }
-    Err(Flaw::Truncated)
-}
-
-fn page<'a>(input: &mut &'a [u8]) -> Result<Option<&'a str>, Flaw> {
+fn page<'a>(input: &mut &'a [u8]) -> Result<Option<&'a str>, DecodeError> {
     let n = varint(input)?;
     if n == 0 {
         return Ok(None);
     }
-    let len = usize::try_from(n - 1).map_err(|_| Flaw::Truncated)?;
-    std::str::from_utf8(take(input, len)?).map(Some).map_err(|_| Flaw::NotUtf8)
+    let len = usize::try_from(n - 1).map_err(|_| DecodeError::new("session truncated"))?;
+    std::str::from_utf8(take(input, len)?)
+        .map(Some)
+        .map_err(|_| DecodeError::new("session page is not UTF-8"))
 }
 
 #[cfg(test)]

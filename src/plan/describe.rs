@@ -178,8 +178,8 @@ pub fn describe_text(plan: &Plan) -> String {
                 }
             }
             let _ = writeln!(out);
-            for store in plan.stores.iter().filter(|s| s.owner == format!("operator {}", node.name))
-            {
+            let owner = format!("operator {}", node.name);
+            for store in plan.stores.iter().filter(|s| s.owner == owner) {
                 let _ = writeln!(
                     out,
                     "      {} store '{}' (changelog {})",

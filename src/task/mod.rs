@@ -110,11 +110,14 @@ impl Task {
             Entry::Source(index) => Input::Source(index),
             Entry::Repartition(node) => Input::Node(node),
         };
-        self.emit(from, record, stores, out)?;
+        // What the new stream time closes goes first: an operator then sees the record with
+        // its state already as of the record's time (a sliding window without the records that
+        // left it). Nothing a record can join is closed by its own time, so counts, sessions
+        // and lists are the same either way.
         if advanced {
             self.on_stream_time(stores, out)?;
         }
-        Ok(())
+        self.emit(from, record, stores, out)
     }
 
     /// Advances stream time to `time` (if later) without a record, letting windowed operators
