@@ -13,6 +13,7 @@ pub mod hint;
 pub mod kafka;
 pub mod operator;
 pub mod plan;
+pub mod runtime;
 pub mod spec;
 pub mod state;
 pub mod task;

@@ -8,10 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use eddy::check::check_topics;
+use eddy::format::{ConfluentRegistry, SchemaRegistry};
 use eddy::generate::GeneratorConfig;
-use eddy::kafka::{KafkaSettings, TopicSpec};
+use eddy::kafka::{KafkaSettings, Producer, ProducerRecord, TopicSpec};
 use eddy::spec::TopologySpec;
-use eddy::{bench, plan, testkit};
+use eddy::{bench, plan, runtime, testkit};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser)]
 #[command(name = "eddy", version, about = "A stateful stream processor for clickstream analytics.")]
@@ -90,6 +92,38 @@ enum Command {
         commit_every: usize,
         /// Generator seed.
         #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Run the topology: join the consumer group named by its application id and process the
+    /// partitions it assigns, until SIGTERM or Ctrl-C (which commit and leave the group).
+    Run {
+        /// The topology file.
+        file: PathBuf,
+        /// Where task state lives; a task's directory is kept across restarts.
+        #[arg(long, env = "EDDY_STATE_DIR", default_value = "state")]
+        state_dir: PathBuf,
+        /// This instance's stable name (its transactional id): give each instance its own and
+        /// keep it across restarts.
+        #[arg(long, env = "EDDY_INSTANCE_ID")]
+        instance_id: Option<String>,
+        /// A Confluent schema registry (URL); without it, Eddy serves the topology's avro/
+        /// schemas itself with ids 1, 2, … in file-name order.
+        #[arg(long, env = "EDDY_SCHEMA_REGISTRY")]
+        schema_registry: Option<String>,
+    },
+    /// Produce generated clickstream (realistic users, sessions and bots) to the topic of a
+    /// topology's first source, encoded as that source reads it.
+    Generate {
+        /// The topology file (its first source takes clicks).
+        file: PathBuf,
+        /// How many clicks (0 = until stopped).
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Clicks per second (0 = as fast as the broker takes them).
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 7)]
         seed: u64,
     },
     /// Create the topics a topology reads and writes (when missing) and round-trip records
@@ -213,6 +247,67 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
             println!("  {:<24} {:>10} records", "(dead letters)", report.dead_letters);
         }
+        Command::Run { file, state_dir, instance_id, schema_registry } => {
+            let plan = Arc::new(plan::load(file)?);
+            let registry: Arc<dyn SchemaRegistry> = match schema_registry {
+                Some(url) => Arc::new(ConfluentRegistry::new(url, true)?),
+                None => plan.registry.clone(),
+            };
+            let instance_id = match instance_id {
+                Some(id) => id.clone(),
+                None => default_instance_id(state_dir),
+            };
+            let options = runtime::RunOptions {
+                kafka: cli.kafka.settings()?,
+                state_dir: state_dir.clone(),
+                instance_id,
+                registry,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            watch_signals(stop.clone())?;
+            return match runtime::run(plan, options, stop) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(error @ runtime::RunError::BadRecord { .. }) => {
+                    eprintln!("error: {error}");
+                    Ok(ExitCode::from(3))
+                }
+                Err(error) => Err(error.into()),
+            };
+        }
+        Command::Generate { file, events, rate, seed } => {
+            let plan = Arc::new(plan::load(file)?);
+            let source = plan.sources.first().context("the topology has no source")?;
+            let (name, topic) = (source.spec.name.clone(), source.spec.feed.topic.clone());
+            let driver = testkit::TopologyDriver::new(plan.clone())?;
+            let producer = Producer::new(&cli.kafka.settings()?, "eddy-generate")?;
+            let config = GeneratorConfig { seed: *seed, ..GeneratorConfig::default() };
+            let mut generator = eddy::generate::Generator::new(config);
+            let stop = Arc::new(AtomicBool::new(false));
+            watch_signals(stop.clone())?;
+            let started = std::time::Instant::now();
+            let mut sent = 0u64;
+            while (*events == 0 || sent < *events) && !stop.load(Ordering::SeqCst) {
+                let click = generator.next_click();
+                let key = eddy::value::Value::String(click.user_id.clone());
+                let (key, value) = driver.encode_input(&name, &key, &click.to_value())?;
+                producer.send(&ProducerRecord {
+                    topic: topic.clone(),
+                    key,
+                    value: Some(value),
+                    timestamp: Some(click.event_time),
+                    ..ProducerRecord::default()
+                })?;
+                sent += 1;
+                if *rate > 0 {
+                    let due = std::time::Duration::from_secs_f64(sent as f64 / *rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+            producer.flush(std::time::Duration::from_secs(60))?;
+            println!("{sent} clicks sent to {topic} in {:.1} s", started.elapsed().as_secs_f64());
+        }
         Command::Check { file, partitions, replication, records } => {
             let topology = TopologySpec::read(file)?;
             let topics = topology
@@ -247,6 +342,46 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An instance id stable across restarts of the same instance: the host name and the state
+/// directory (two instances never share a state directory).
+fn default_instance_id(state_dir: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in dir.to_string_lossy().bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    format!("{host}-{hash:08x}")
+}
+
+/// Sets `stop` on SIGTERM or SIGINT (Ctrl-C), from a small signal-watching thread.
+fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        runtime.block_on(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(error) => {
+                        tracing::warn!(%error, "Cannot watch SIGTERM.");
+                        let _ = tokio::signal::ctrl_c().await;
+                        stop.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("Signal received; stopping after the current batch.");
+            stop.store(true, Ordering::SeqCst);
+        });
+    })?;
+    Ok(())
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`), `EDDY_LOG_FORMAT=json` emits JSON lines.

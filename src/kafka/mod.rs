@@ -12,8 +12,11 @@ mod consumer;
 mod producer;
 
 pub use admin::{Admin, CreateOutcome, TopicDescription, TopicSpec};
-pub use consumer::{ConsumerOptions, GroupConsumer, RebalanceListener};
-pub use producer::Producer;
+pub use consumer::{
+    Chunk, ConsumerOptions, GroupConsumer, GroupMetadata, Member, PartitionReader,
+    RebalanceListener,
+};
+pub use producer::{Producer, TransactionError};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -214,6 +214,7 @@ pub fn describe_text(plan: &Plan) -> String {
             let role = match topic.role {
                 TopicRole::Changelog => "changelog, compacted",
                 TopicRole::Repartition => "repartition",
+                TopicRole::Commits => "commits, compacted",
             };
             let _ = writeln!(out, "    {} ({role}, {} partitions)", topic.name, topic.partitions);
         }

@@ -282,6 +282,9 @@ pub enum TopicRole {
     Changelog,
     /// Records re-keyed by one sub-topology for the next.
     Repartition,
+    /// The commit records (fences and batch markers) of a sub-topology's tasks, which say
+    /// which changelog records a restore may apply (see `runtime::protocol`).
+    Commits,
 }
 
 /// A topic Eddy creates.
@@ -324,6 +327,12 @@ pub struct Subtopology {
     pub nodes: Vec<usize>,
     /// Its input partitions.
     pub partitions: Partitions,
+    /// What names its tasks: its source, or the rekey node whose topic it reads.
+    pub name: String,
+    /// The stores its operators own (indexes into [`Plan::stores`]), each with a changelog.
+    pub stores: Vec<usize>,
+    /// Its commits topic, when it has stores.
+    pub commits: Option<String>,
 }
 
 impl Plan {
@@ -1193,6 +1202,9 @@ impl Compiler {
                 repartition: None,
                 nodes: Vec::new(),
                 partitions: source_partitions(&source.spec),
+                name: source.spec.name.clone(),
+                stores: Vec::new(),
+                commits: None,
             });
         }
         let mut starts: HashMap<usize, usize> = HashMap::new();
@@ -1222,15 +1234,19 @@ impl Compiler {
                     repartition: Some(index),
                     nodes: Vec::new(),
                     partitions,
+                    name: plan.nodes[index].name.clone(),
+                    stores: Vec::new(),
+                    commits: None,
                 });
             }
         }
         // Each store of a stateful operator has a compacted changelog, partitioned like the
         // operator's sub-topology.
         for node in &mut plan.nodes {
-            let partitions = &plan.subtopologies[node.subtopology].partitions;
+            let partitions = plan.subtopologies[node.subtopology].partitions.clone();
             for (slot, suffix, kind) in node.operator.store_slots() {
                 *slot = plan.stores.len();
+                plan.subtopologies[node.subtopology].stores.push(*slot);
                 let name = format!("{}{suffix}", node.name);
                 let changelog = format!("{}-{name}-changelog", plan.spec.application_id);
                 plan.stores.push(StorePlan {
@@ -1244,6 +1260,18 @@ impl Compiler {
                     role: TopicRole::Changelog,
                     partitions: partitions.clone(),
                 });
+            }
+        }
+        // Tasks with stores record their commits in one more compacted topic.
+        for sub in &mut plan.subtopologies {
+            if !sub.stores.is_empty() {
+                let name = format!("{}-{}-commits", plan.spec.application_id, sub.name);
+                plan.internal_topics.push(InternalTopic {
+                    name: name.clone(),
+                    role: TopicRole::Commits,
+                    partitions: sub.partitions.clone(),
+                });
+                sub.commits = Some(name);
             }
         }
         // Table stores restore from their own topics.

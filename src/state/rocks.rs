@@ -1100,6 +1100,23 @@ impl TaskState {
         Ok(())
     }
 
+    /// Records the current value of `key` (a primary key, as the changelog carries it) in store
+    /// `store` for the changelog again, or a tombstone if it has none: how a restore overrides
+    /// records that a crashed or fenced writer left in the changelog after the last valid ones.
+    pub fn relog(&mut self, store: usize, key: Vec<u8>) -> StateResult<()> {
+        let Some(state) = self.stores.get_mut(store) else {
+            return Err(StateError::BadChangelog {
+                store: store.to_string(),
+                detail: format!("the task has {} store(s)", self.specs.len()),
+            });
+        };
+        let name = state.name().to_owned();
+        let (primary, _) = state.tables_mut();
+        let value = primary.get(&self.shared, &name, &key)?;
+        primary.write_owned(key, value, false);
+        Ok(())
+    }
+
     /// Writes every store's pending writes and `meta` (the runtime's opaque record: input
     /// offsets, changelog positions) to RocksDB in one atomic batch, then clears the pending
     /// writes. The WAL is written but not synced: a commit survives a process kill, not

@@ -91,6 +91,12 @@ impl Task {
         self.stream_time
     }
 
+    /// Sets stream time, as restored with the task's state: processing after a restore must
+    /// see the stream time the lost attempt had, to make the same decisions.
+    pub fn resume_stream_time(&mut self, time: i64) {
+        self.stream_time = time;
+    }
+
     /// Processes one record entering at `entry`, appending what leaves the task to `out`.
     ///
     /// On an error, outputs this record already appended are still in `out`: the caller

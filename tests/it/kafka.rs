@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eddy::kafka::{
-    Admin, ConsumerOptions, ConsumerRecord, CreateOutcome, GroupConsumer, Producer, ProducerRecord,
+    Admin, ConsumerOptions, ConsumerRecord, CreateOutcome, GroupConsumer, Member, Producer,
+    ProducerRecord,
     RebalanceListener, TopicPartition, TopicSpec,
 };
 
@@ -27,10 +28,10 @@ struct Recorder {
 }
 
 impl RebalanceListener for Recorder {
-    fn assigned(&self, partitions: &[TopicPartition]) {
+    fn assigned(&self, _: &Member<'_>, partitions: &[TopicPartition]) {
         self.events.lock().expect("lock").push(("assigned", partitions.to_vec()));
     }
-    fn revoked(&self, partitions: &[TopicPartition]) {
+    fn revoked(&self, _: &Member<'_>, partitions: &[TopicPartition]) {
         self.events.lock().expect("lock").push(("revoked", partitions.to_vec()));
     }
 }
