@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use eddy::kafka::{
     Admin, ConsumerOptions, ConsumerRecord, CreateOutcome, GroupConsumer, Member, Producer,
-    ProducerRecord,
-    RebalanceListener, TopicPartition, TopicSpec,
+    ProducerRecord, RebalanceListener, TopicPartition, TopicSpec,
 };
 
 use crate::harness::{broker, settings, unique};
