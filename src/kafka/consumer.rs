@@ -380,13 +380,4 @@ impl PartitionReader {
     pub fn reading(&self) -> Option<&TopicPartition> {
         self.reading.as_ref()
     }
-
-    /// The offset the next record of the partition being read will have.
-    pub fn position(&self) -> Result<Option<i64>> {
-        let list = self.inner.position().map_err(Error::kafka("cannot read the position"))?;
-        Ok(list.elements().first().and_then(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        }))
-    }
 }

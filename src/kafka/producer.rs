@@ -74,8 +74,7 @@ pub enum TransactionError {
 }
 
 impl Producer {
-    /// Creates a producer; `client_id` names it in broker logs and metrics. A record not
-    /// delivered within `delivery_timeout` fails (and the next flush says so).
+    /// Creates a producer; `client_id` names it in broker logs and metrics.
     pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self> {
         Self::create(settings, client_id, &[])
     }

@@ -51,7 +51,7 @@ use crate::kafka::{
     TransactionError,
 };
 use crate::operator::{OperatorError, Record};
-use crate::plan::{Partitions, Plan, TopicRole};
+use crate::plan::{OperatorPlan, Partitions, Plan, TopicRole};
 use crate::spec::{Guarantee, OnError};
 use crate::state::{StateEnv, StateError, StoreSpec, TaskState};
 use crate::task::codec::{SinkCodec, SourceCodec};
@@ -158,7 +158,7 @@ struct Running {
 
 /// Where a task is.
 enum Slot {
-    /// Restoring its stores (or, with `fence`, waiting for its fence to be committed).
+    /// Restoring its stores (or, when `done`, waiting for its fence to be committed).
     Restoring {
         restore: Box<Restore>,
         done: bool,
@@ -184,6 +184,8 @@ struct Instance {
     producer: Producer,
     exactly_once: bool,
     in_transaction: bool,
+    /// The topic each sub-topology reads.
+    inputs: Vec<String>,
     /// Input topic → sub-topology reading it.
     topics: HashMap<String, usize>,
     sources: Vec<SourceCodec>,
@@ -202,7 +204,7 @@ struct Instance {
 
 /// Runs an instance until `stop` is set (then commits and leaves the group) or a fatal error.
 pub fn run(plan: Arc<Plan>, options: RunOptions, stop: Arc<AtomicBool>) -> Result<(), RunError> {
-    let partitions = prepare_topics(&plan, &options.kafka)?;
+    prepare_topics(&plan, &options.kafka)?;
     let app = plan.spec.application_id.clone();
     let exactly_once = plan.spec.settings.processing_guarantee == Guarantee::ExactlyOnce;
     let client_id = format!("{app}-{}", options.instance_id);
@@ -212,11 +214,9 @@ pub fn run(plan: Arc<Plan>, options: RunOptions, stop: Arc<AtomicBool>) -> Resul
         exactly_once.then_some(client_id.as_str()),
         DELIVERY_TIMEOUT,
     )?;
-    let mut topics = HashMap::new();
-    for (index, sub) in plan.subtopologies.iter().enumerate() {
-        topics.insert(input_topic(&plan, index), index);
-        debug!(subtopology = %sub.name, partitions = partitions[index], "Sub-topology ready.");
-    }
+    let inputs: Vec<String> =
+        (0..plan.subtopologies.len()).map(|i| input_topic(&plan, i).to_owned()).collect();
+    let topics = inputs.iter().enumerate().map(|(index, topic)| (topic.clone(), index)).collect();
     let registry = options.registry.clone();
     let sources = (0..plan.sources.len()).map(|i| SourceCodec::new(&plan, i, &registry)).collect();
     let sinks = (0..plan.sinks.len())
@@ -232,6 +232,7 @@ pub fn run(plan: Arc<Plan>, options: RunOptions, stop: Arc<AtomicBool>) -> Resul
         producer,
         exactly_once,
         in_transaction: false,
+        inputs: inputs.clone(),
         topics,
         sources,
         sinks,
@@ -250,8 +251,7 @@ pub fn run(plan: Arc<Plan>, options: RunOptions, stop: Arc<AtomicBool>) -> Resul
     consumer_options.read_committed = exactly_once;
     let consumer =
         GroupConsumer::new(&lock(&instance).options.kafka, &consumer_options, Some(listener))?;
-    let names: Vec<String> = (0..plan.subtopologies.len()).map(|i| input_topic(&plan, i)).collect();
-    consumer.subscribe(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
+    consumer.subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
     info!(application = %app, guarantee = ?plan.spec.settings.processing_guarantee, "Joined the group; waiting for partitions.");
 
     let interval = Duration::from_millis(plan.spec.settings.commit_interval_ms.max(1) as u64);
@@ -264,7 +264,7 @@ pub fn run(plan: Arc<Plan>, options: RunOptions, stop: Arc<AtomicBool>) -> Resul
         let restoring = {
             let mut instance = lock(&instance);
             instance.set_up_arrived(&consumer.member());
-            instance.restore_step(&consumer.member())
+            instance.restore_step()
         };
         let wait = if restoring { Duration::ZERO } else { Duration::from_millis(50) };
         // Poll without holding the lock: rebalance callbacks take it.
@@ -337,21 +337,25 @@ fn lock(instance: &Mutex<Instance>) -> MutexGuard<'_, Instance> {
 }
 
 /// The topic a sub-topology reads: its source's, or its repartition topic.
-fn input_topic(plan: &Plan, subtopology: usize) -> String {
+fn input_topic(plan: &Plan, subtopology: usize) -> &str {
     let sub = &plan.subtopologies[subtopology];
     match (sub.sources.first(), sub.repartition) {
-        (Some(&source), _) => plan.sources[source].spec.feed.topic.clone(),
-        (None, Some(node)) => match &plan.nodes[node].operator {
-            crate::plan::OperatorPlan::Rekey { topic, .. } => topic.clone(),
-            _ => String::new(),
-        },
-        (None, None) => String::new(),
+        (Some(&source), _) => &plan.sources[source].spec.feed.topic,
+        (None, Some(node)) => repartition_topic(plan, node),
+        (None, None) => "",
     }
 }
 
-/// Checks the source topics and creates the topics Eddy writes; returns each sub-topology's
-/// partition count.
-fn prepare_topics(plan: &Plan, kafka: &KafkaSettings) -> Result<Vec<i32>, RunError> {
+/// The repartition topic a rekey node writes.
+fn repartition_topic(plan: &Plan, node: usize) -> &str {
+    match &plan.nodes[node].operator {
+        OperatorPlan::Rekey { topic, .. } => topic,
+        _ => "",
+    }
+}
+
+/// Checks the source topics and creates the topics Eddy writes.
+fn prepare_topics(plan: &Plan, kafka: &KafkaSettings) -> Result<(), RunError> {
     let admin = Admin::new(kafka)?;
     let mut known: HashMap<String, i32> = HashMap::new();
     let mut count = |topic: &str| -> Result<i32, RunError> {
@@ -425,7 +429,7 @@ fn prepare_topics(plan: &Plan, kafka: &KafkaSettings) -> Result<Vec<i32>, RunErr
             )));
         }
     }
-    Ok(partitions)
+    Ok(())
 }
 
 /// Sends rebalance events to the instance.
@@ -448,27 +452,31 @@ impl RebalanceListener for Listener {
         instance.drop_tasks(partitions);
     }
 
-    fn lost(&self, _: &Member<'_>, partitions: &[TopicPartition]) {
+    fn lost(&self, member: &Member<'_>, partitions: &[TopicPartition]) {
         warn!(?partitions, "Partitions lost to the group; dropping their uncommitted work.");
         let mut instance = lock(&self.instance);
         if instance.in_transaction {
-            let _ = instance.producer.abort();
-            instance.in_transaction = false;
+            // Aborting takes the other tasks' outputs of this transaction too: they restart
+            // from their last commit like any failed batch.
+            instance.fail_batch(member);
         }
         instance.drop_tasks(partitions);
     }
 }
 
 impl Instance {
-    fn task_of(&self, tp: &TopicPartition) -> Option<TaskId> {
-        self.topics
-            .get(&tp.topic)
-            .map(|&subtopology| TaskId { subtopology, partition: tp.partition })
+    fn task_of(&self, topic: &str, partition: i32) -> Option<TaskId> {
+        self.topics.get(topic).map(|&subtopology| TaskId { subtopology, partition })
+    }
+
+    /// The input partition of a task.
+    fn input_of(&self, id: TaskId) -> TopicPartition {
+        TopicPartition::new(&self.inputs[id.subtopology], id.partition)
     }
 
     fn drop_tasks(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
-            if let Some(id) = self.task_of(tp)
+            if let Some(id) = self.task_of(&tp.topic, tp.partition)
                 && let Some(slot) = self.tasks.remove(&id)
             {
                 if let Slot::Running(mut running) = slot {
@@ -519,7 +527,7 @@ impl Instance {
         let arrived = std::mem::take(&mut self.arrived);
         let mut retry = Vec::new();
         for tp in arrived {
-            let Some(id) = self.task_of(&tp) else { continue };
+            let Some(id) = self.task_of(&tp.topic, tp.partition) else { continue };
             if let Err(error) = self.open_task(id, tp.clone(), member) {
                 warn!(task = %id, %error, "Cannot open the task; retrying.");
                 retry.push(tp);
@@ -571,7 +579,7 @@ impl Instance {
     }
 
     /// Reads one chunk for the first task still restoring; `true` while any task restores.
-    fn restore_step(&mut self, member: &Member<'_>) -> bool {
+    fn restore_step(&mut self) -> bool {
         let Some((&id, _)) =
             self.tasks.iter().find(|(_, slot)| matches!(slot, Slot::Restoring { done: false, .. }))
         else {
@@ -599,14 +607,7 @@ impl Instance {
                 warn!(task = %id, %error, "Restore failed; starting it again.");
                 drop(restore);
                 std::thread::sleep(Duration::from_secs(1));
-                let tp = TopicPartition::new(input_topic(&self.plan, id.subtopology), id.partition);
-                if let Err(error) = self.open_task(id, tp, member) {
-                    warn!(task = %id, %error, "Cannot reopen the task; retrying.");
-                    self.arrived.push(TopicPartition::new(
-                        input_topic(&self.plan, id.subtopology),
-                        id.partition,
-                    ));
-                }
+                self.arrived.push(self.input_of(id));
             }
         }
         true
@@ -628,8 +629,7 @@ impl Instance {
 
     /// Processes one polled record.
     fn process(&mut self, record: ConsumerRecord, member: &Member<'_>) {
-        let tp = TopicPartition::new(&record.topic, record.partition);
-        let Some(id) = self.task_of(&tp) else { return };
+        let Some(id) = self.task_of(&record.topic, record.partition) else { return };
         let Some(Slot::Running(running)) = self.tasks.get(&id) else { return };
         if running.next.is_some_and(|next| record.offset < next) {
             return; // fetched before the task moved its position back
@@ -732,20 +732,14 @@ impl Instance {
                     }
                 }
             },
-            Destination::Repartition(node) => {
-                let topic = match &self.plan.nodes[node].operator {
-                    crate::plan::OperatorPlan::Rekey { topic, .. } => topic.clone(),
-                    _ => return Ok(()),
-                };
-                ProducerRecord {
-                    topic,
-                    partition: None,
-                    key: Some(record.key.to_bytes()),
-                    value: Some(record.value.to_bytes()),
-                    headers,
-                    timestamp: Some(record.timestamp),
-                }
-            }
+            Destination::Repartition(node) => ProducerRecord {
+                topic: repartition_topic(&self.plan, node).to_owned(),
+                partition: None,
+                key: Some(record.key.to_bytes()),
+                value: Some(record.value.to_bytes()),
+                headers,
+                timestamp: Some(record.timestamp),
+            },
         };
         self.send(&produced)
     }
@@ -837,10 +831,7 @@ impl Instance {
                 }
                 running.input.clone()
             }
-            Slot::Restoring { restore, .. } => {
-                drop(restore);
-                TopicPartition::new(input_topic(&self.plan, id.subtopology), id.partition)
-            }
+            Slot::Restoring { .. } => self.input_of(id),
         };
         self.arrived.push(input);
     }
@@ -1040,7 +1031,7 @@ impl Instance {
             let Some(Slot::Restoring { mut restore, .. }) = self.tasks.remove(&id) else {
                 continue;
             };
-            let input = TopicPartition::new(input_topic(&self.plan, id.subtopology), id.partition);
+            let input = self.input_of(id);
             let end = restore.chain.end.clone();
             let next = end.inputs.get(&input.topic).copied();
             if let Err(error) = restore.relog_repairs() {

@@ -161,11 +161,13 @@ impl Restore {
                 self.repair.insert((store, key));
             }
         }
-        self.applied += entries.len() as u64;
-        self.state.apply_changelog(entries)?;
-        // Progress is committed as it goes, so memory stays bounded; an empty meta marks the
-        // state as mid-restore, which a restart does not trust.
-        self.state.commit(&[])?;
+        if !entries.is_empty() {
+            self.applied += entries.len() as u64;
+            self.state.apply_changelog(entries)?;
+            // Progress is committed as it goes, so memory stays bounded; an empty meta marks
+            // the state as mid-restore, which a restart does not trust.
+            self.state.commit(&[])?;
+        }
         if self.last_report.elapsed() > Duration::from_secs(2) {
             self.last_report = Instant::now();
             info!(task = %self.id, changelog = %tp, applied = self.applied, "Restoring.");
